@@ -1,0 +1,267 @@
+"""MIDI files <-> note tables.
+
+A note table is a pandas DataFrame with columns ``pitch, velocity, start, end`` (seconds), sorted by
+start. The sustain pedal (CC64, down while value >= 64) is folded into note ends: a note released
+while the pedal is down rings until the pedal comes up or the same pitch is struck again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+NOTE_COLUMNS = ["pitch", "velocity", "start", "end"]
+PIANO_PITCH_RANGE = (21, 108)
+SUSTAIN_CC = 64
+
+# Limits for untrusted files: a bigger file is refused before parsing (MAESTRO's largest is ~1 MB).
+MAX_MIDI_BYTES = 64 * 1024 * 1024
+MAX_NOTES = 5_000_000
+
+
+class MidiReadError(ValueError):
+    """A MIDI file could not be turned into notes. The message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def empty_notes() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "pitch": np.zeros(0, np.int64),
+            "velocity": np.zeros(0, np.int64),
+            "start": np.zeros(0),
+            "end": np.zeros(0),
+        }
+    )
+
+
+def make_notes(pitch, velocity, start, end) -> pd.DataFrame:
+    """Build a canonical note table (typed, sorted by start then pitch, fresh index)."""
+    notes = pd.DataFrame(
+        {
+            "pitch": np.asarray(pitch, dtype=np.int64),
+            "velocity": np.asarray(velocity, dtype=np.int64),
+            "start": np.asarray(start, dtype=np.float64),
+            "end": np.asarray(end, dtype=np.float64),
+        }
+    )
+    return notes.sort_values(["start", "pitch"], kind="stable").reset_index(drop=True)
+
+
+def pedal_intervals(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(down, up) times of the sustain pedal from CC64 events; a pedal never lifted is up at +inf."""
+    order = np.argsort(times, kind="stable")
+    times, down = times[order], values[order] >= 64
+    # Only changes of state count: repeated "down" values (127, 120, 110...) are one press.
+    previous = np.concatenate([[False], down[:-1]])
+    presses = times[down & ~previous]
+    releases = times[~down & previous]
+    if len(releases) < len(presses):
+        releases = np.concatenate([releases, [np.inf]])
+    return presses, releases
+
+
+def fold_sustain(notes: pd.DataFrame, pedal_down: np.ndarray, pedal_up: np.ndarray) -> pd.DataFrame:
+    """Extend note ends through sustain: to the pedal release, or the next strike of the same pitch."""
+    notes = clip_same_pitch_overlaps(notes)
+    if len(notes) == 0 or len(pedal_down) == 0:
+        return notes
+    end = notes["end"].to_numpy()
+    idx = np.searchsorted(pedal_down, end, side="right") - 1
+    valid = idx >= 0
+    sustained = np.zeros(len(end), dtype=bool)
+    sustained[valid] = end[valid] < pedal_up[idx[valid]]
+    released_at = np.where(sustained, pedal_up[np.clip(idx, 0, None)], end)
+    next_strike = next_same_pitch_start(notes)
+    new_end = np.maximum(end, np.minimum(released_at, next_strike))
+    # A pedal held to the end of the file releases at the last note's end, not at infinity.
+    last_time = max(float(notes["end"].max()), float(np.nanmax(pedal_down)))
+    new_end = np.where(np.isinf(new_end), max(last_time, 0.0), new_end)
+    notes = notes.copy()
+    notes["end"] = np.maximum(new_end, end)
+    return notes
+
+
+def next_same_pitch_start(notes: pd.DataFrame) -> np.ndarray:
+    """For each note, the start of the next note of the same pitch (+inf when there is none)."""
+    pitch = notes["pitch"].to_numpy()
+    start = notes["start"].to_numpy()
+    order = np.lexsort((start, pitch))
+    following = np.full(len(notes), np.inf)
+    same = pitch[order][1:] == pitch[order][:-1]
+    nxt = np.where(same, start[order][1:], np.inf)
+    following[order[:-1]] = nxt
+    return following
+
+
+def clip_same_pitch_overlaps(notes: pd.DataFrame) -> pd.DataFrame:
+    """A piano key cannot sound twice: end each note by the next strike of its pitch.
+
+    Notes of the same pitch starting at the same time are duplicates; the loudest one is kept.
+    """
+    if len(notes) == 0:
+        return notes
+    notes = notes.sort_values(["start", "pitch", "velocity"], ascending=[True, True, False], kind="stable")
+    notes = notes.drop_duplicates(["start", "pitch"], keep="first").reset_index(drop=True)
+    following = next_same_pitch_start(notes)
+    notes["end"] = np.minimum(notes["end"].to_numpy(), following)
+    return notes
+
+
+def _check_file(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise MidiReadError(path, f"cannot open file ({error.strerror or error})") from error
+    if size == 0:
+        raise MidiReadError(path, "empty file")
+    if size > MAX_MIDI_BYTES:
+        raise MidiReadError(path, f"file is {size} bytes, over the {MAX_MIDI_BYTES} byte limit")
+    data = path.read_bytes()
+    if data[:4] != b"MThd" and data[:4] != b"RIFF":
+        raise MidiReadError(path, f"not a MIDI file (starts with {data[:4]!r}, expected b'MThd')")
+    return data
+
+
+def read_notes(path: str | os.PathLike, sustain: bool = True) -> pd.DataFrame:
+    """Read every note of a MIDI file (all tracks) as a note table in seconds, sustain folded in."""
+    import symusic
+
+    path = Path(path)
+    data = _check_file(path)
+    try:
+        score = symusic.Score.from_midi(data, ttype="second")
+    except Exception as error:  # symusic raises plain RuntimeError/ValueError for malformed files
+        raise MidiReadError(path, f"malformed MIDI ({error})") from error
+    return score_to_notes(score, path, sustain=sustain)
+
+
+def score_to_notes(score, path: str | os.PathLike = "<score>", sustain: bool = True) -> pd.DataFrame:
+    columns = {name: [] for name in ("time", "duration", "pitch", "velocity")}
+    cc_times, cc_values = [], []
+    n_notes = 0
+    for track in score.tracks:
+        if track.is_drum:
+            continue
+        n_notes += len(track.notes)
+        if n_notes > MAX_NOTES:
+            raise MidiReadError(path, f"more than {MAX_NOTES} notes")
+        arrays = track.notes.numpy()
+        for name in columns:
+            columns[name].append(arrays[name])
+        controls = track.controls.numpy()
+        is_sustain = controls["number"] == SUSTAIN_CC
+        cc_times.append(controls["time"][is_sustain])
+        cc_values.append(controls["value"][is_sustain])
+    if n_notes == 0:
+        raise MidiReadError(path, "contains no notes")
+    time = np.concatenate(columns["time"]).astype(np.float64)
+    duration = np.concatenate(columns["duration"]).astype(np.float64)
+    notes = make_notes(
+        np.concatenate(columns["pitch"]),
+        np.concatenate(columns["velocity"]),
+        time,
+        time + np.maximum(duration, 0.0),
+    )
+    notes = notes[notes["velocity"] > 0].reset_index(drop=True)
+    if len(notes) == 0:
+        raise MidiReadError(path, "contains no sounding notes (all velocities are 0)")
+    if sustain:
+        down, up = pedal_intervals(np.concatenate(cc_times).astype(np.float64), np.concatenate(cc_values))
+        notes = fold_sustain(notes, down, up)
+    else:
+        notes = clip_same_pitch_overlaps(notes)
+    return make_notes(notes["pitch"], notes["velocity"], notes["start"], notes["end"])
+
+
+def notes_to_score(notes: pd.DataFrame):
+    import symusic
+
+    score = symusic.Score(480, ttype="second")
+    track = symusic.Track("piano", program=0, is_drum=False, ttype="second")
+    start = notes["start"].to_numpy(np.float64)
+    duration = np.maximum(notes["end"].to_numpy(np.float64) - start, 1e-3).astype(np.float32)
+    start = np.ascontiguousarray(start.astype(np.float32))
+    pitch = np.clip(notes["pitch"].to_numpy(), 0, 127).astype(np.int8)
+    velocity = np.clip(notes["velocity"].to_numpy(), 1, 127).astype(np.int8)
+    track.notes.extend(
+        symusic.Note.from_numpy(start, np.ascontiguousarray(duration), pitch, velocity, "second")
+    )
+    score.tracks.append(track)
+    return score
+
+
+def write_notes(notes: pd.DataFrame, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write a note table as a standard MIDI file (one piano track, 120 bpm, 480 ticks per quarter).
+
+    ``metadata`` (e.g. generation settings) is stored as text meta events at time 0.
+    """
+    import symusic
+
+    score = notes_to_score(notes)
+    for key, value in (metadata or {}).items():
+        score.markers.append(symusic.TextMeta(0.0, f"{key}={value}", "second"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    score.dump_midi(str(path))
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``key=value`` text markers written by :func:`write_notes`."""
+    import symusic
+
+    score = symusic.Score(str(path), ttype="second")
+    pairs = (marker.text.split("=", 1) for marker in score.markers if "=" in marker.text)
+    return {key: value for key, value in pairs}
+
+
+# --- augmentation -------------------------------------------------------------------------------
+
+
+def pitch_shift(notes: pd.DataFrame, shift: int) -> pd.DataFrame:
+    shifted = notes.copy()
+    shifted["pitch"] = shifted["pitch"] + int(shift)
+    return shifted
+
+
+def change_speed(notes: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """Play ``factor`` times faster: every time is divided by the factor."""
+    faster = notes.copy()
+    faster["start"] = faster["start"] / factor
+    faster["end"] = faster["end"] / factor
+    return faster
+
+
+def allowed_pitch_shifts(notes: pd.DataFrame, max_shift: int) -> np.ndarray:
+    """Shifts in [-max_shift, max_shift] that keep every note inside the piano range."""
+    if len(notes) == 0 or max_shift <= 0:
+        return np.array([0])
+    low = max(-max_shift, PIANO_PITCH_RANGE[0] - int(notes["pitch"].min()))
+    high = min(max_shift, PIANO_PITCH_RANGE[1] - int(notes["pitch"].max()))
+    return np.arange(low, high + 1) if low <= high else np.array([0])
+
+
+def augment(
+    notes: pd.DataFrame,
+    rng: np.random.Generator,
+    max_pitch_shift: int = 0,
+    speed_change_factors: list[float] | tuple[float, ...] = (),
+) -> pd.DataFrame:
+    """Random pitch shift (never out of range) and speed change, drawn from ``rng``."""
+    shifts = allowed_pitch_shifts(notes, max_pitch_shift)
+    shift = int(rng.choice(shifts))
+    factors = [1.0, *speed_change_factors] if speed_change_factors else [1.0]
+    factor = float(rng.choice(factors))
+    if shift:
+        notes = pitch_shift(notes, shift)
+    if factor != 1.0:
+        notes = change_speed(notes, factor)
+    return notes
