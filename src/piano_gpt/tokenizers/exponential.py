@@ -87,7 +87,9 @@ class ExponentialTimeTokenizer(MidiTokenizer):
                 continue
             slot = self.first_special_id + len(self.special_tokens)
             if slot >= len(self.vocab):
-                raise ValueError(f"no placeholder slot left for {token!r} (n_special_ids={self.n_special_ids})")
+                raise ValueError(
+                    f"no placeholder slot left for {token!r} (n_special_ids={self.n_special_ids})"
+                )
             del self._token_to_id[self.vocab[slot]]
             self.vocab[slot] = token
             self._token_to_id[token] = slot
@@ -137,7 +139,12 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         # NOTE_OFF before NOTE_ON at equal times; then by pitch, for a canonical order.
         event_pitch = np.concatenate([pitch, pitch])
         order = np.lexsort((event_pitch, is_on, times))
-        times, is_on, note_index, event_pitch = times[order], is_on[order], note_index[order], event_pitch[order]
+        times, is_on, note_index, event_pitch = (
+            times[order],
+            is_on[order],
+            note_index[order],
+            event_pitch[order],
+        )
 
         gaps = np.diff(times, prepend=0)
         largest = self.time_steps[-1]
@@ -164,9 +171,10 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         # Fill largest-step runs.
         run_events = np.repeat(np.arange(n_events), n_largest)
-        run_positions = offsets[run_events] + (np.arange(len(run_events)) - np.repeat(
-            np.concatenate([[0], np.cumsum(n_largest)[:-1]]), n_largest
-        ))
+        run_positions = offsets[run_events] + (
+            np.arange(len(run_events))
+            - np.repeat(np.concatenate([[0], np.cumsum(n_largest)[:-1]]), n_largest)
+        )
         output[run_positions] = self.time_ids[-1]
         # Fill the rows' present cells, in column order, after each run.
         present = rows >= 0

@@ -1,0 +1,237 @@
+"""Checkpoints: a directory of safetensors + JSON, written atomically, verified on load, never pickle.
+
+``<name>/``
+- ``model.safetensors``: the weights;
+- ``config.json``: format version, model config, the run config, metrics, training figures;
+- ``tokenizer.json``: the tokenizer, so a checkpoint is self-contained;
+- ``training_state.safetensors`` + ``training_state.json`` (optional): optimizer, grad scaler,
+  schedule and data position, every RNG state: what exact resume needs;
+- ``manifest.json``: sha256 of every other file, written last. A directory without a valid
+  manifest is incomplete and is never loaded.
+
+Writes go to ``<name>.tmp``; the finished directory then replaces ``<name>`` through a rename, the
+previous version parked at ``<name>.old`` for the instant between the two renames (and recovered from
+there if a crash falls exactly between them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from piano_gpt.model import GPT, GPTConfig
+from piano_gpt.tokenizers import MidiTokenizer, load_tokenizer
+
+CHECKPOINT_FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, corrupt or from an incompatible version."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# --- RNG and optimizer state as tensors + JSON ---------------------------------------------------
+
+
+def capture_rng_state(numpy_rng: np.random.Generator | None = None) -> tuple[dict, dict]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    python_state = random.getstate()
+    meta = {
+        "python": [python_state[0], list(python_state[1]), python_state[2]],
+        "numpy_global": _numpy_legacy_state(),
+        "numpy": numpy_rng.bit_generator.state if numpy_rng is not None else None,
+    }
+    return tensors, meta
+
+
+def _numpy_legacy_state() -> list:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def restore_rng_state(tensors: dict, meta: dict, numpy_rng: np.random.Generator | None = None) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = meta["numpy_global"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if numpy_rng is not None and meta.get("numpy") is not None:
+        numpy_rng.bit_generator.state = meta["numpy"]
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    state = optimizer.state_dict()
+    tensors, meta_state = {}, {}
+    for index, values in state["state"].items():
+        meta_state[str(index)] = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                meta_state[str(index)][key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": meta_state}
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {int(i): dict(values) for i, values in meta["scalars"].items()}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --- save / load ---------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1, default=str))
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: GPT,
+    tokenizer: MidiTokenizer,
+    run_config: dict | None = None,
+    metrics: dict | None = None,
+    training: dict | None = None,
+    training_tensors: dict | None = None,
+    training_meta: dict | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically; returns its path."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    raw_model = getattr(model, "_orig_mod", model)
+    save_model(raw_model, str(tmp / "model.safetensors"))
+    tokenizer.save(tmp / "tokenizer.json")
+    config = {
+        "format_version": CHECKPOINT_FORMAT,
+        "model": raw_model.config.to_dict(),
+        "run": run_config or {},
+        "metrics": metrics or {},
+        "training": training or {},
+        "parameter_count": raw_model.num_parameters(),
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "tokenizer": tokenizer.name,
+    }
+    _write_json(tmp / "config.json", config)
+    if training_tensors is not None:
+        save_file(training_tensors, str(tmp / "training_state.safetensors"))
+        _write_json(tmp / "training_state.json", training_meta or {})
+    files = sorted(p.name for p in tmp.iterdir())
+    _write_json(
+        tmp / MANIFEST,
+        {"format_version": CHECKPOINT_FORMAT, "sha256": {f: sha256_file(tmp / f) for f in files}},
+    )
+    _fsync_dir(tmp)
+
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with open(child, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The directory to load: ``path``, or its ``.old`` twin if a crash fell between the two renames."""
+    path = Path(path)
+    if (path / MANIFEST).exists():
+        return path
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and (old / MANIFEST).exists():
+        return old
+    if path.is_file():
+        raise CheckpointError(f"{path}: a checkpoint is a directory (model.safetensors, config.json, ...)")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    raise CheckpointError(f"{path}: incomplete checkpoint (no {MANIFEST}); it was never finished")
+
+
+def verify_checkpoint(path: str | os.PathLike) -> dict:
+    """Check format version and every file's sha256; returns the parsed config.json."""
+    path = resolve_checkpoint(path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    version = manifest.get("format_version")
+    if version != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is not supported by this piano_gpt (format {CHECKPOINT_FORMAT})"
+        )
+    for name, expected in manifest["sha256"].items():
+        file = path / name
+        if not file.exists():
+            raise CheckpointError(f"{path}: {name} is missing")
+        if sha256_file(file) != expected:
+            raise CheckpointError(f"{path}: {name} is corrupt (sha256 mismatch)")
+    return json.loads((path / "config.json").read_text())
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True
+) -> tuple[GPT, MidiTokenizer, dict]:
+    """(model in eval mode, tokenizer, config.json) of a checkpoint directory."""
+    path = resolve_checkpoint(path)
+    config = verify_checkpoint(path) if verify else json.loads((path / "config.json").read_text())
+    model = GPT(GPTConfig.from_dict(config["model"]))
+    load_model(model, str(path / "model.safetensors"), device=str(device))
+    model.to(device).eval()
+    tokenizer = load_tokenizer(path / "tokenizer.json")
+    return model, tokenizer, config
+
+
+def load_training_state(path: str | os.PathLike) -> tuple[dict, dict]:
+    path = resolve_checkpoint(path)
+    if not (path / "training_state.safetensors").exists():
+        raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
+    tensors = load_file(str(path / "training_state.safetensors"))
+    meta = json.loads((path / "training_state.json").read_text())
+    return tensors, meta

@@ -1,0 +1,415 @@
+"""The training loop (after nanoGPT): read it top to bottom.
+
+setup (DDP, device, precision) -> tokenizer -> data -> model -> optimizer -> [resume] -> loop:
+    evaluate + checkpoint every ``eval_interval``; one optimizer step of gradient accumulation; log.
+
+Sample ``i`` of the run is a pure function of (seed, i), and step ``s`` consumes the samples
+``s * G * B ... (s + 1) * G * B - 1`` (G accumulation steps, B batch): that is what makes resume
+exact and lets DDP ranks split the same global batch that a single process would see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from piano_gpt.data.datasets import PretrainingDataset, composer_tokens_for
+from piano_gpt.data.shards import build_shards
+from piano_gpt.model import GPT, GPTConfig
+from piano_gpt.tokenizers import MidiTokenizer
+from piano_gpt.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    load_training_state,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    restore_rng_state,
+    save_checkpoint,
+)
+from piano_gpt.train.config import build_tokenizer, validate_config
+
+# Peak dense bf16 FLOP/s used for MFU when system.peak_flops is not set (the CPU figure is a rough
+# 2-core AVX2 number: set system.peak_flops for your machine).
+PEAK_FLOPS = {"cuda": 312e12, "cpu": 1e11, "mps": 10e12}
+
+
+def learning_rate(it: int, cfg: DictConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    lr = cfg.lr
+    if not lr.get("decay_lr", True):
+        return lr.learning_rate
+    decay_iters = lr.lr_decay_iters or cfg.optimizer.max_iters
+    if it < lr.warmup_iters:
+        return lr.learning_rate * (it + 1) / (lr.warmup_iters + 1)
+    if it > decay_iters:
+        return lr.min_lr
+    ratio = (it - lr.warmup_iters) / max(1, decay_iters - lr.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return lr.min_lr + coeff * (lr.learning_rate - lr.min_lr)
+
+
+def setup_distributed() -> tuple[bool, int, int, int]:
+    """(ddp, rank, local_rank, world_size) from the torchrun environment."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return False, 0, 0, 1
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    return True, dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
+
+
+def pick_device(cfg: DictConfig, local_rank: int) -> str:
+    device = cfg.system.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        device = f"cuda:{local_rank}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+    return device
+
+
+def pick_dtype(cfg: DictConfig, device_type: str) -> str:
+    dtype = cfg.system.dtype
+    if dtype != "auto":
+        return dtype
+    if device_type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def build_model(cfg: DictConfig, tokenizer: MidiTokenizer) -> GPT:
+    fields = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    config = GPTConfig(block_size=cfg.data.context_size, vocab_size=tokenizer.vocab_size, **fields)
+    return GPT(config)
+
+
+def index_batches(
+    first_step: int, max_iters: int, accumulation: int, batch: int, micro: int, rank: int, world: int
+):
+    """Sample indices of this rank's micro-batches, from ``first_step`` on, in training order."""
+    for step in range(first_step, max_iters):
+        for a in range(rank, accumulation, world):
+            base = (step * accumulation + a) * batch
+            for m in range(0, batch, micro):
+                yield list(range(base + m, base + m + micro))
+
+
+class JsonlLog:
+    """log.jsonl: one JSON object per logged step; on resume, lines past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resume_iter: int | None):
+        self.path = path
+        if resume_iter is not None and path.exists():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line and json.loads(line)["iter"] < resume_iter
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+        elif path.exists():
+            path.unlink()
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
+    """Run training as configured; returns the run directory."""
+    validate_config(cfg)
+    # ---- setup ------------------------------------------------------------------------------------
+    ddp, rank, local_rank, world = setup_distributed()
+    master = rank == 0
+    device = pick_device(cfg, local_rank)
+    device_type = "cuda" if device.startswith("cuda") else device
+    dtype = pick_dtype(cfg, device_type)
+    torch.manual_seed(cfg.seed + rank)
+    if cfg.system.get("deterministic", True) and device_type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    autocast = (
+        contextlib.nullcontext()
+        if dtype == "float32"
+        else torch.autocast(device_type=device_type, dtype=ptdtype)
+    )
+    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
+
+    accumulation = cfg.optimizer.gradient_accumulation_steps
+    batch = cfg.data.batch_size
+    micro = cfg.training.get("microbatch_size") or batch
+    micro_steps_per_rank = (accumulation // world) * (batch // micro)
+    tokens_per_step = accumulation * batch * cfg.data.context_size
+
+    # ---- tokenizer and data -----------------------------------------------------------------------
+    tokenizer = build_tokenizer(cfg)
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    # Rank 0 builds the shards; the others wait, then open what it built.
+    if master:
+        shards = build_shards(dataset_cfg, tokenizer, splits=("train", "validation"), n_workers=None)
+    if ddp:
+        dist.barrier()
+    if not master:
+        shards = build_shards(dataset_cfg, tokenizer, splits=("train", "validation"))
+    with_composer = cfg.task == "next_token_prediction_with_composer"
+    if with_composer:
+        tokenizer.add_special_tokens(composer_tokens_for(shards["train"]))
+    augmentation = cfg.dataset.get("augmentation") or {}
+    model_cfg = cfg.model
+    train_data, val_data = make_datasets(cfg, tokenizer, shards, augmentation, with_composer, model_cfg)
+
+    # ---- model -------------------------------------------------------------------------------------
+    init_from = resume_from or (cfg.get("checkpoint_path") if cfg.task == "piano_tasks" else None)
+    if not init_from and cfg.init_from not in (None, "scratch"):
+        init_from = cfg.init_from
+    if init_from:
+        model, loaded_tokenizer, _ = load_checkpoint(init_from)
+        if loaded_tokenizer.vocab_size != tokenizer.vocab_size:
+            raise ValueError(
+                f"{init_from}: its tokenizer has {loaded_tokenizer.vocab_size} tokens, ours {tokenizer.vocab_size}"
+            )
+        model.train()
+    else:
+        model = build_model(cfg, tokenizer)
+    model.to(device)
+    raw_model = model
+    optimizer = model.configure_optimizers(
+        cfg.optimizer.weight_decay,
+        cfg.lr.learning_rate,
+        (cfg.optimizer.beta1, cfg.optimizer.beta2),
+        device_type,
+    )
+
+    # ---- resume ------------------------------------------------------------------------------------
+    iter_num, best_val_loss, tokens_seen = 0, float("inf"), 0
+    wandb_id = None
+    if resume_from:
+        tensors, meta = load_training_state(resume_from)
+        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        if meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+        restore_rng_state(tensors, meta["rng"])
+        if rank:
+            torch.manual_seed(cfg.seed + rank + 1000 * meta["iter_num"])
+        iter_num, best_val_loss, tokens_seen = meta["iter_num"], meta["best_val_loss"], meta["tokens_seen"]
+        wandb_id = meta.get("wandb_id")
+
+    if cfg.system.compile:
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+    run_name = cfg.run_name
+    run_dir = Path(cfg.out_dir) / run_name
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    log = JsonlLog(run_dir / "log.jsonl", iter_num if resume_from else None) if master else None
+    wandb_run = start_wandb(cfg, run_name, wandb_id) if master and cfg.logging.wandb_log else None
+
+    loader = DataLoader(
+        train_data,
+        batch_sampler=index_batches(
+            iter_num, cfg.optimizer.max_iters, accumulation, batch, micro, rank, world
+        ),
+        num_workers=cfg.system.data_workers,
+        persistent_workers=False,
+    )
+    batches = iter(loader)
+    eval_batches = fixed_eval_batches(val_data, cfg.eval_iters, batch, rank, world)
+
+    def checkpoint(name: str, val_loss: float | None) -> None:
+        rng_tensors, rng_meta = capture_rng_state()
+        opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+        meta = {
+            "iter_num": iter_num,
+            "best_val_loss": best_val_loss,
+            "tokens_seen": tokens_seen,
+            "optimizer": opt_meta,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "rng": rng_meta,
+            "wandb_id": wandb_run.id if wandb_run else None,
+        }
+        save_checkpoint(
+            run_dir / f"{run_name}-{name}",
+            raw_model,
+            tokenizer,
+            run_config=OmegaConf.to_container(cfg, resolve=True),
+            metrics={"val_loss": val_loss, "best_val_loss": best_val_loss},
+            training={"iter_num": iter_num, "tokens_seen": tokens_seen},
+            training_tensors={**rng_tensors, **opt_tensors},
+            training_meta=meta,
+        )
+
+    # ---- loop --------------------------------------------------------------------------------------
+    started = time.time()
+    progress = tqdm(
+        total=cfg.optimizer.max_iters,
+        initial=iter_num,
+        disable=not (master and cfg.logging.progress_bar),
+        dynamic_ncols=True,
+        file=sys.stdout,
+    )
+    last_val_loss = None
+    while True:
+        row = {"iter": iter_num}
+        at_end = iter_num >= cfg.optimizer.max_iters
+        timed_out = cfg.max_train_minutes and (time.time() - started) > 60 * cfg.max_train_minutes
+        if iter_num % cfg.eval_interval == 0 or at_end or timed_out:
+            last_val_loss = evaluate(model, eval_batches, device, autocast, ddp)
+            row["val_loss"] = last_val_loss
+            if master:
+                if last_val_loss < best_val_loss and iter_num > 0:
+                    best_val_loss = last_val_loss
+                    checkpoint("best", last_val_loss)
+                if iter_num > 0 or at_end:
+                    checkpoint("last", last_val_loss)
+        if at_end or timed_out:
+            if master:
+                log.write(row)
+            break
+
+        lr = learning_rate(iter_num, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.time()
+        loss_sum = 0.0
+        for micro_step in range(micro_steps_per_rank):
+            example = next(batches)
+            inputs = example["input_ids"].to(device, non_blocking=True)
+            targets = example["targets"].to(device, non_blocking=True)
+            time_steps = example["time_steps"].to(device, non_blocking=True)
+            sync = not ddp or micro_step == micro_steps_per_rank - 1
+            with model.no_sync() if not sync else contextlib.nullcontext():
+                with autocast:
+                    _, loss = model(inputs, time_steps, targets)
+                    loss = loss / micro_steps_per_rank
+                scaler.scale(loss).backward()
+            loss_sum += loss.item()
+        if cfg.optimizer.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if ddp:
+            reduced = torch.tensor([loss_sum], device=device)
+            dist.all_reduce(reduced, op=dist.ReduceOp.AVG)
+            loss_sum = reduced.item()
+        dt = time.time() - t0
+        iter_num += 1
+        tokens_seen += tokens_per_step
+        tokens_per_s = tokens_per_step / dt
+        peak = cfg.system.peak_flops or PEAK_FLOPS.get(device_type, 1e11)
+        row.update(
+            train_loss=loss_sum,
+            lr=lr,
+            tokens_per_s=tokens_per_s,
+            mfu=raw_model.flops_per_token() * tokens_per_s / peak,
+        )
+        if master:
+            if iter_num % cfg.log_interval == 0 or "val_loss" in row:
+                log.write(row)
+                if wandb_run:
+                    wandb_run.log(row, step=row["iter"])
+            progress.update(1)
+            progress.set_postfix(
+                loss=f"{loss_sum:.3f}", val=f"{last_val_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}"
+            )
+    progress.close()
+    if wandb_run:
+        wandb_run.finish()
+    if ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+    return run_dir
+
+
+def make_datasets(cfg, tokenizer, shards, augmentation, with_composer, model_cfg):
+    if cfg.task == "piano_tasks":
+        from piano_gpt.data.task_datasets import make_task_datasets
+
+        return make_task_datasets(cfg, tokenizer, shards)
+    common = dict(
+        tokenizer=tokenizer,
+        context_size=cfg.data.context_size,
+        with_composer=with_composer,
+        max_music_time=model_cfg.max_music_time,
+    )
+    train_data = PretrainingDataset(
+        shards["train"],
+        seed=cfg.seed,
+        max_pitch_shift=augmentation.get("max_pitch_shift", 0),
+        speed_change_factors=list(augmentation.get("speed_change_factors") or []),
+        **common,
+    )
+    val_data = PretrainingDataset(shards["validation"], seed=cfg.seed + 1, **common)
+    return train_data, val_data
+
+
+def fixed_eval_batches(val_data, eval_iters: int, batch: int, rank: int, world: int) -> list[dict]:
+    """The same validation batches at every evaluation (indices 0.. of the validation sequence)."""
+    batches = []
+    for j in range(rank, eval_iters, world):
+        examples = [val_data[i] for i in range(j * batch, (j + 1) * batch)]
+        batches.append({k: torch.stack([e[k] for e in examples]) for k in examples[0]})
+    return batches
+
+
+@torch.no_grad()
+def evaluate(model, batches: list[dict], device: str, autocast, ddp: bool) -> float:
+    """Mean validation loss (per target token) over the fixed batches, across all ranks."""
+    model.eval()
+    total = torch.zeros(2, device=device, dtype=torch.float64)
+    for example in batches:
+        targets = example["targets"].to(device)
+        with autocast:
+            _, loss = model(example["input_ids"].to(device), example["time_steps"].to(device), targets)
+        n = (targets != -1).sum()
+        total += torch.stack([loss.double() * n, n.double()])
+    if ddp:
+        dist.all_reduce(total)
+    model.train()
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def start_wandb(cfg: DictConfig, run_name: str, run_id: str | None):
+    import wandb
+
+    mode = cfg.logging.get("wandb_mode")
+    return wandb.init(
+        project=cfg.logging.wandb_project,
+        name=run_name,
+        id=run_id,
+        resume="allow" if run_id else None,
+        mode=mode,
+        dir=str(Path(cfg.out_dir) / run_name),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def summarize_log(run_dir: Path) -> dict:
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    val = [(r["iter"], r["val_loss"]) for r in rows if "val_loss" in r]
+    return {
+        "first_val_loss": val[0][1] if val else None,
+        "last_val_loss": val[-1][1] if val else None,
+        "val": val,
+    }
+
+
+__all__ = ["learning_rate", "summarize_log", "train"]
