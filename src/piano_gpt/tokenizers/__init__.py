@@ -10,8 +10,11 @@ from piano_gpt.tokenizers.base import (
     tokenizer_from_dict,
 )
 from piano_gpt.tokenizers.exponential import ExponentialTimeTokenizer
+from piano_gpt.tokenizers.awesome import AwesomeMidiTokenizer, tokenizer_config_hash  # noqa: E402
 
 __all__ = [
+    "AwesomeMidiTokenizer",
+    "tokenizer_config_hash",
     "CLS_TOKEN",
     "EOGENAI_TOKEN",
     "GENAI_TOKEN",

@@ -1,0 +1,41 @@
+"""Evaluation of generated performances: the PIANO metrics (see ``piano_gpt.evaluation.metrics``)."""
+
+from piano_gpt.evaluation.metrics import (
+    DISTRIBUTIONS,
+    HISTOGRAM_BINS,
+    KEY_NAMES,
+    average_metrics,
+    compute_all_metrics,
+    distribution_metrics,
+    estimate_key,
+    f1_over_time,
+    histogram_bin_centres,
+    histogram_bin_edges,
+    histogram_distances,
+    key_correlation,
+    key_distribution,
+    key_scores,
+    note_f1,
+    note_histogram,
+    spiral_key_points,
+)
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "HISTOGRAM_BINS",
+    "KEY_NAMES",
+    "average_metrics",
+    "compute_all_metrics",
+    "distribution_metrics",
+    "estimate_key",
+    "f1_over_time",
+    "histogram_bin_centres",
+    "histogram_bin_edges",
+    "histogram_distances",
+    "key_correlation",
+    "key_distribution",
+    "key_scores",
+    "note_f1",
+    "note_histogram",
+    "spiral_key_points",
+]
