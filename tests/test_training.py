@@ -1,0 +1,162 @@
+"""Training: the loss falls, resume is exact, DDP matches one process, schedule and checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from piano_gpt.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint
+from piano_gpt.train.loop import learning_rate, train
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "src" / "piano_gpt" / "configs")
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "dataset=demo",
+    "model=gpt2_demo",
+    "model.n_layer=2",
+    "model.n_embd=64",
+    "model.n_head=2",
+    "data.batch_size=4",
+    "data.context_size=64",
+    "eval_iters=2",
+    "logging.progress_bar=false",
+    "log_interval=1",
+]
+
+
+def config(tmp_path, *overrides, name="gpt2_pretraining"):
+    with initialize_config_dir(config_dir=CONFIGS, version_base=None):
+        return compose(config_name=name, overrides=[*TINY, f"out_dir={tmp_path}", *overrides])
+
+
+def log_rows(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tiny_model_loss_falls_on_real_data(tmp_path, maestro_dir):
+    cfg = config(
+        tmp_path,
+        "dataset=maestro",
+        f"dataset.path={maestro_dir}",
+        "optimizer.max_iters=60",
+        "eval_interval=30",
+        "lr.learning_rate=3e-3",
+        "lr.warmup_iters=5",
+        "run_name=falls",
+    )
+    run_dir = train(cfg)
+    val = [r["val_loss"] for r in log_rows(run_dir) if "val_loss" in r]
+    assert val[-1] < val[0] - 1.5, val  # from ~ln(1241)=7.1 to well below
+    model, tokenizer, info = load_checkpoint(run_dir / "falls-best")
+    assert info["training"]["iter_num"] in (30, 60)
+    assert tokenizer.vocab_size == model.config.vocab_size
+
+
+def test_resume_is_exact(tmp_path):
+    common = ["optimizer.max_iters=6", "eval_interval=3", "training.microbatch_size=2"]
+    full = train(config(tmp_path, *common, "run_name=full"))
+    half = train(
+        config(
+            tmp_path,
+            "optimizer.max_iters=3",
+            "eval_interval=3",
+            "training.microbatch_size=2",
+            "run_name=half",
+        )
+    )
+    # Resume through the real command line: the saved config, max_iters overridden.
+    subprocess.run(
+        [
+            sys.executable, "-m", "piano_gpt.train", "--config-name=resume_training",
+            f"checkpoint_path={half / 'half-last'}", "optimizer.max_iters=6",
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )  # fmt: skip
+    strip = [
+        {k: v for k, v in r.items() if k in ("iter", "train_loss", "val_loss", "lr")} for r in log_rows(full)
+    ]
+    resumed = [
+        {k: v for k, v in r.items() if k in ("iter", "train_loss", "val_loss", "lr")} for r in log_rows(half)
+    ]
+    assert resumed == strip  # bit-identical losses at every step
+    a = load_file(full / "full-last" / "model.safetensors")
+    b = load_file(half / "half-last" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learning_rate_schedule_values(tmp_path):
+    cfg = config(
+        tmp_path, "lr.learning_rate=1.0", "lr.min_lr=0.1", "lr.warmup_iters=9", "optimizer.max_iters=109"
+    )
+    assert learning_rate(0, cfg) == pytest.approx(0.1)  # (0 + 1) / (9 + 1)
+    assert learning_rate(8, cfg) == pytest.approx(0.9)
+    assert learning_rate(9, cfg) == pytest.approx(1.0)  # cosine starts at the peak
+    assert learning_rate(59, cfg) == pytest.approx(0.55)  # halfway: min + (max - min) / 2
+    assert learning_rate(109, cfg) == pytest.approx(0.1)
+    assert learning_rate(500, cfg) == pytest.approx(0.1)
+
+
+def test_checkpoint_survives_crash_mid_write(tmp_path, monkeypatch):
+    from piano_gpt.model import GPT, GPTConfig
+    from piano_gpt.tokenizers import ExponentialTimeTokenizer
+
+    tokenizer = ExponentialTimeTokenizer()
+    model = GPT(GPTConfig(block_size=16, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=1, n_embd=8))
+    path = save_checkpoint(tmp_path / "run-last", model, tokenizer, metrics={"val_loss": 1.0})
+
+    import piano_gpt.train.checkpoint as checkpoint
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(checkpoint, "_fsync_dir", crash)  # dies after the files, before the rename
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model, tokenizer, metrics={"val_loss": 0.5})
+    assert verify_checkpoint(path)["metrics"]["val_loss"] == 1.0  # the previous one still loads
+    (path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tmp_path):
+    common = [
+        *TINY,
+        "optimizer.max_iters=4",
+        "eval_interval=2",
+        "optimizer.gradient_accumulation_steps=2",
+        f"out_dir={tmp_path}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run(
+        [sys.executable, "-m", "piano_gpt.train", *common, "run_name=single"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+            "-m", "piano_gpt.train", *common, "run_name=ddp",
+        ],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = log_rows(tmp_path / "single"), log_rows(tmp_path / "ddp")
+    assert [r["iter"] for r in one] == [r["iter"] for r in two]
+    for a, b in zip(one, two):
+        for key in ("train_loss", "val_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a, b)
+    wa = load_file(tmp_path / "single" / "single-last" / "model.safetensors")
+    wb = load_file(tmp_path / "ddp" / "ddp-last" / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
