@@ -1,0 +1,788 @@
+"""What the Streamlit dashboards do, without Streamlit: testable functions the pages call.
+
+- ``dashboards/prompt_practice.py``: :func:`list_checkpoints`, :func:`read_uploaded_midi`,
+  :func:`edit_prompt`, :func:`run_generation` (through ``piano_gpt.generation`` --
+  ``generate_samples`` and ``task_samples`` -- when that module is importable, else
+  :func:`sample_tokens`, a plain sampling loop written here);
+- ``dashboards/piano_dataset_review.py``: :func:`load_dataset_items`, :func:`items_table`,
+  :func:`note_stats`, :func:`velocity_histogram`, :func:`token_table`, :func:`roundtrip_check`,
+  :func:`task_split`.
+
+Errors meant for the user are :class:`DashboardError` (a ``ValueError``) with a readable message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from piano_gpt.midi import (
+    PIANO_PITCH_RANGE,
+    MidiReadError,
+    allowed_pitch_shifts,
+    change_speed,
+    make_notes,
+    pitch_shift,
+    score_to_notes,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUNS_ENV = "PIANO_GPT_RUNS"
+DEFAULT_RUNS_ROOT = "tmp/runs"
+MAESTRO_ENV = "PIANO_GPT_MAESTRO"
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MIDI_SUFFIXES = (".mid", ".midi")
+DATASET_KINDS = ("demo", "maestro", "hf")
+GENERATION_MODES = ("continuation", "task")
+
+Progress = Callable[[float, str], None]
+
+
+class DashboardError(ValueError):
+    """A problem to show to the dashboard user as a message (bad upload, missing checkpoint...)."""
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+
+def display_name(name: str | None, limit: int = 80) -> str:
+    """A file name safe to show (never used as a path): base name, printable characters only."""
+    base = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c for c in base if unicodedata.category(c)[0] not in ("C", "Z") or c == " ").strip()
+    return (cleaned or "upload")[:limit]
+
+
+def read_uploaded_midi(
+    data: bytes, name: str | None = "upload.mid", max_bytes: int = MAX_UPLOAD_BYTES
+) -> pd.DataFrame:
+    """The note table of an uploaded MIDI file, parsed in memory (nothing is written to disk).
+
+    Refuses (with :class:`DashboardError`) names not ending in .mid/.midi, empty or oversized data,
+    data that is not a Standard MIDI File, malformed files and files without notes.
+    """
+    label = display_name(name)
+    if not label.lower().endswith(MIDI_SUFFIXES):
+        raise DashboardError(f"{label}: only MIDI files (.mid, .midi) can be uploaded")
+    size = len(data or b"")
+    if size == 0:
+        raise DashboardError(f"{label}: the file is empty")
+    if size > max_bytes:
+        raise DashboardError(
+            f"{label}: {size / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB upload limit"
+        )
+    if data[:4] != b"MThd" and data[:4] != b"RIFF":
+        raise DashboardError(f"{label}: not a MIDI file (it does not start with a MIDI header)")
+    import symusic
+
+    try:
+        score = symusic.Score.from_midi(bytes(data), ttype="second")
+    except Exception as error:  # symusic raises RuntimeError/ValueError on malformed files
+        raise DashboardError(f"{label}: malformed MIDI file ({error})") from error
+    try:
+        return score_to_notes(score, label)
+    except MidiReadError as error:
+        raise DashboardError(f"{label}: {error.problem}") from error
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    label: str
+    modified: float
+    config: dict = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        model = self.config.get("model", {})
+        parts = []
+        if self.config.get("parameter_count"):
+            parts.append(f"{self.config['parameter_count'] / 1e6:.2f}M parameters")
+        if model:
+            parts.append(f"{model.get('n_layer')} layers, context {model.get('block_size')}")
+        if self.config.get("tokenizer"):
+            parts.append(f"tokenizer {self.config['tokenizer']}")
+        parts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(self.modified)))
+        return ", ".join(str(p) for p in parts)
+
+
+def default_runs_root() -> str:
+    return os.environ.get(RUNS_ENV) or DEFAULT_RUNS_ROOT
+
+
+def list_checkpoints(root: str | os.PathLike, max_depth: int = 4) -> list[CheckpointInfo]:
+    """Checkpoint directories (holding ``manifest.json``) under ``root``, newest first.
+
+    Unfinished writes (``*.tmp``) and parked previous versions (``*.old``) are left out.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return []
+    found = []
+    base_depth = len(root.parts)
+    for current, dirs, files in os.walk(root):
+        here = Path(current)
+        dirs[:] = sorted(d for d in dirs if not d.endswith((".tmp", ".old")) and not d.startswith("."))
+        if len(here.parts) - base_depth >= max_depth:
+            dirs[:] = []
+        if "manifest.json" not in files:
+            continue
+        try:
+            config = json.loads((here / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        label = str(here.relative_to(root)) if here != root else here.name
+        found.append(CheckpointInfo(here, label, (here / "manifest.json").stat().st_mtime, config))
+    return sorted(found, key=lambda info: (-info.modified, info.label))
+
+
+def load_model(path: str | os.PathLike, device: str | None = None):
+    """(model, tokenizer, config) of a checkpoint; :class:`DashboardError` when it cannot be loaded."""
+    import torch
+
+    from piano_gpt.train.checkpoint import CheckpointError, load_checkpoint
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return load_checkpoint(path, device=device)
+    except (CheckpointError, OSError, ValueError, KeyError) as error:
+        raise DashboardError(f"cannot load checkpoint {path}: {error}") from error
+
+
+def composer_tokens(tokenizer) -> list[str]:
+    """The composer tokens a tokenizer knows (``<COMPOSER_...>``), for the composer selector."""
+    return [
+        t for t in getattr(tokenizer, "special_tokens", None) or tokenizer.vocab if t.startswith("<COMPOSER_")
+    ]
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+def default_maestro_path() -> str:
+    return os.environ.get(MAESTRO_ENV) or str(REPO_ROOT.parent / "shared" / "data" / "maestro")
+
+
+def demo_available() -> bool:
+    try:
+        from piano_gpt.data.demo import DEMO_CORPUS_PATH
+    except ImportError:
+        return False
+    return Path(DEMO_CORPUS_PATH).exists()
+
+
+def default_dataset() -> tuple[str, str]:
+    """(kind, path) the pages open with: the embedded demo corpus, else MAESTRO in shared/data."""
+    if demo_available():
+        return "demo", ""
+    return "maestro", default_maestro_path()
+
+
+def dataset_config(kind: str, path: str = "") -> dict:
+    if kind not in DATASET_KINDS:
+        raise DashboardError(f"unknown dataset type {kind!r}: use one of {', '.join(DATASET_KINDS)}")
+    if kind == "demo":
+        return {"type": "demo"}
+    if not path.strip():
+        raise DashboardError(f"give the {kind} dataset a path")
+    if kind == "maestro":
+        return {"type": "maestro", "path": path.strip()}
+    return {"type": "hf", "base_datasets": [path.strip()]}
+
+
+def load_dataset_items(kind: str, split: str, path: str = "") -> list:
+    """Items of a dataset split (``piano_gpt.data.sources``); :class:`DashboardError` on failure.
+
+    An ``hf`` path must exist locally: the dashboards never download datasets.
+    """
+    from piano_gpt.data.sources import dataset_items
+
+    config = dataset_config(kind, path)
+    if kind == "hf" and not Path(path.strip()).expanduser().exists():
+        raise DashboardError(f"{path}: no such local dataset (dashboards read local copies only)")
+    try:
+        items = dataset_items(config, split)
+    except (FileNotFoundError, ValueError, ImportError, OSError, KeyError) as error:
+        raise DashboardError(f"cannot read the {kind} dataset: {error}") from error
+    if not items:
+        raise DashboardError(f"the {kind} dataset has no records in split {split!r}")
+    return items
+
+
+def item_metadata(item) -> dict:
+    from piano_gpt.data.sources import item_source
+
+    try:
+        source = json.loads(item_source(item) or "{}")
+    except ValueError:
+        source = {}
+    return source if isinstance(source, dict) else {}
+
+
+def items_table(items: list) -> pd.DataFrame:
+    """One row per item: index, composer, title, label (what the record selectors show)."""
+    rows = []
+    for index, item in enumerate(items):
+        source = item_metadata(item)
+        composer = str(source.get("composer") or "unknown")
+        title = str(
+            source.get("title") or source.get("midi_filename") or getattr(item, "label", f"record {index}")
+        )
+        rows.append(
+            {"index": index, "composer": composer, "title": title, "label": f"{index}: {composer} - {title}"}
+        )
+    return pd.DataFrame(rows, columns=["index", "composer", "title", "label"])
+
+
+def filter_items(table: pd.DataFrame, composer: str | None = None, query: str = "") -> pd.DataFrame:
+    """Rows of :func:`items_table` by composer (None or "all": any) and a case-free title search."""
+    if composer and composer != "all":
+        table = table[table["composer"] == composer]
+    if query.strip():
+        table = table[table["title"].str.contains(query.strip(), case=False, regex=False)]
+    return table
+
+
+def load_item_notes(item) -> pd.DataFrame:
+    from piano_gpt.data.sources import item_notes
+
+    try:
+        return item_notes(item)
+    except (MidiReadError, OSError, KeyError, ValueError) as error:
+        raise DashboardError(f"cannot read this record: {error}") from error
+
+
+# --- prompt editing ------------------------------------------------------------------------------
+
+
+def rebase(notes: pd.DataFrame) -> pd.DataFrame:
+    """The same notes with the first one starting at 0 s."""
+    if len(notes) == 0:
+        return make_notes([], [], [], [])
+    offset = float(notes["start"].min())
+    return make_notes(notes["pitch"], notes["velocity"], notes["start"] - offset, notes["end"] - offset)
+
+
+def edit_prompt(
+    notes: pd.DataFrame,
+    first_note: int = 0,
+    last_note: int | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    shift: int = 0,
+    speed: float = 1.0,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Cut, transpose and re-time a prompt; returns (notes starting at 0 s, messages for the user).
+
+    The cut is by note index (``first_note`` to ``last_note``, exclusive) or, when ``start_s`` or
+    ``end_s`` is given, by onset time in seconds. ``shift`` semitones are limited to what keeps
+    every note on the piano; ``speed`` > 1 plays faster (``piano_gpt.midi.change_speed``).
+    """
+    messages = []
+    if start_s is not None or end_s is not None:
+        low = -np.inf if start_s is None else float(start_s)
+        high = np.inf if end_s is None else float(end_s)
+        notes = notes[(notes["start"] >= low) & (notes["start"] < high)]
+    else:
+        notes = notes.iloc[int(first_note) : None if last_note is None else int(last_note)]
+    if len(notes) == 0:
+        raise DashboardError("the prompt is empty: widen the note or time range")
+    notes = rebase(notes)
+    if shift:
+        allowed = allowed_pitch_shifts(notes, abs(int(shift)))
+        applied = int(np.clip(shift, allowed.min(), allowed.max()))
+        if applied != shift:
+            messages.append(f"pitch shift {shift:+d} would leave the piano range: shifted by {applied:+d}")
+        notes = pitch_shift(notes, applied)
+    notes = notes[(notes["pitch"] >= PIANO_PITCH_RANGE[0]) & (notes["pitch"] <= PIANO_PITCH_RANGE[1])]
+    if speed <= 0:
+        raise DashboardError(f"speed must be positive, got {speed}")
+    if speed != 1.0:
+        notes = change_speed(notes, float(speed))
+    return make_notes(notes["pitch"], notes["velocity"], notes["start"], notes["end"]), messages
+
+
+# --- generation ----------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationSettings:
+    mode: str = "continuation"  # or "task"
+    task: str | None = None
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seeds: tuple[int, ...] = (0,)
+    max_new_tokens: int = 256
+    composer: str | None = None  # a composer token, e.g. "<COMPOSER_JOHANN_SEBASTIAN_BACH>"
+    task_seed: int = 0  # the task's source/target split: the same for every sampling seed
+
+
+@dataclass
+class GenerationResult:
+    seed: int
+    notes: pd.DataFrame  # the generated notes, on the prompt's clock
+    prompt: pd.DataFrame  # what the model was shown (the prompt, or the task's source)
+    target: pd.DataFrame | None = None  # the task's target (ground truth), in task mode
+    backend: str = ""
+    n_tokens: int = 0
+    stop_reason: str = ""
+
+    def parts(self) -> dict[str, pd.DataFrame]:
+        parts = {"prompt" if self.target is None else "source": self.prompt}
+        if self.target is not None:
+            parts["target"] = self.target
+        parts["generation"] = self.notes
+        return parts
+
+    def combined(self) -> pd.DataFrame:
+        """Prompt (or source) and generation as one table: what the audio player plays."""
+        both = pd.concat([self.prompt, self.notes], ignore_index=True)
+        return make_notes(both["pitch"], both["velocity"], both["start"], both["end"])
+
+
+def sample_next(
+    logits,
+    generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    banned: list[int] | None = None,
+) -> int:
+    """One token id drawn from ``logits`` (1-D) with temperature, top-k and nucleus (top-p) filtering."""
+    import torch
+
+    logits = logits.detach().float().reshape(-1).clone()
+    if banned:
+        logits[banned] = -float("inf")
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = logits / float(temperature)
+    if top_k:
+        k = min(int(top_k), logits.numel())
+        threshold = torch.topk(logits, k).values[-1]
+        logits[logits < threshold] = -float("inf")
+    probs = torch.softmax(logits, dim=-1)
+    if top_p is not None and 0 < top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        drop = torch.cumsum(sorted_probs, 0) - sorted_probs >= float(top_p)
+        sorted_probs[drop] = 0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        probs = probs / probs.sum()
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def sample_tokens(
+    model,
+    tokenizer,
+    prompt_ids,
+    max_new_tokens: int,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_ids: tuple[int, ...] = (),
+    keep_prefix: int = 0,
+    reset_token_id: int | None = None,
+    progress: Progress | None = None,
+) -> list[int]:
+    """The dashboards' own sampling loop (used when ``piano_gpt.generation`` is not there).
+
+    Each step runs the model on the last ``block_size`` tokens (the first ``keep_prefix`` tokens,
+    e.g. a composer token, always stay in the window), with music time steps from
+    ``tokenizer.music_time``; returns the new token ids (a stop id ends it and is not returned).
+    """
+    import torch
+
+    config = model.config
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    ids = [int(i) for i in prompt_ids]
+    prefix = ids[:keep_prefix]
+    new: list[int] = []
+    banned = [tokenizer.pad_token_id]
+    with torch.no_grad():
+        for step in range(int(max_new_tokens)):
+            room = config.block_size - len(prefix)
+            window = prefix + ids[len(prefix) :][-room:] if len(ids) > config.block_size else ids
+            idx = torch.tensor([window], dtype=torch.long, device=device)
+            time_steps = None
+            if getattr(config, "music_time_embedding", False):
+                steps = tokenizer.music_time(window, config.max_music_time, reset_token_id)
+                time_steps = torch.tensor(np.asarray([steps], dtype=np.int64), device=device)
+            logits, _ = model(idx, time_steps)
+            token = sample_next(logits[0, -1].cpu(), generator, temperature, top_k, top_p, banned)
+            if token in stop_ids:
+                break
+            ids.append(token)
+            new.append(token)
+            if progress is not None and (step % 8 == 0 or step == max_new_tokens - 1):
+                progress((step + 1) / max(int(max_new_tokens), 1), f"{step + 1} tokens")
+    return new
+
+
+def notes_after(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> pd.DataFrame:
+    """The notes the new tokens start: decoded with the prompt (so times and open notes carry
+    over), keeping the notes that begin at or after the prompt's end."""
+    prompt_end = (
+        float(np.sum(tokenizer.token_time_units()[np.asarray(prompt_ids, dtype=np.int64)]))
+        * tokenizer.time_unit
+    )
+    full = tokenizer.decode(list(prompt_ids) + list(new_ids))
+    generated = full[full["start"] >= prompt_end - 1e-9]
+    return make_notes(generated["pitch"], generated["velocity"], generated["start"], generated["end"])
+
+
+def generation_library():
+    """The ``piano_gpt.generation`` module when it provides ``generate``, else None (the dashboards
+    then use :func:`sample_tokens`)."""
+    try:
+        library = importlib.import_module("piano_gpt.generation")
+    except Exception:  # missing or broken: the dashboards fall back to their own sampler
+        return None
+    return library if callable(getattr(library, "generate", None)) else None
+
+
+def _library_options(function, settings: GenerationSettings, seed: int, **extra) -> dict:
+    """Keyword options for a ``piano_gpt.generation`` call, limited to what ``function`` accepts."""
+    options = {"n_samples": 1, "seed": seed, "temperature": settings.temperature, **extra}
+    options["max_new_tokens"] = settings.max_new_tokens
+    if settings.top_k:
+        options["top_k"] = settings.top_k
+    if settings.top_p is not None:
+        options["top_p"] = settings.top_p
+    if settings.composer:
+        options["composer"] = settings.composer
+    parameters = inspect.signature(function).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        options = {k: v for k, v in options.items() if k in parameters}
+    return options
+
+
+def available_tasks() -> tuple[list[str], str | None]:
+    """(task names, None) or ([], why not) when ``piano_gpt.tasks`` cannot be imported."""
+    try:
+        from piano_gpt.tasks import list_tasks
+
+        return list(list_tasks()), None
+    except Exception as error:  # written concurrently: a missing or broken module hides the feature
+        return [], f"PIANO tasks are not available ({type(error).__name__}: {error})"
+
+
+def tasks_for(tokenizer) -> tuple[list[str], str | None]:
+    """(tasks a checkpoint can do, None) or ([], why none): a model knows a task only if its
+    tokenizer holds the task's tokens (it was trained on it)."""
+    names, why_not = available_tasks()
+    if not names:
+        return [], why_not
+    from piano_gpt.tasks import get_task
+
+    known = tokenizer.token_to_id
+    usable = [name for name in names if all(token in known for token in get_task(name).prefix_tokens)]
+    if not usable:
+        return [], "this checkpoint was not trained on PIANO tasks (its tokenizer has no task tokens)"
+    return usable, None
+
+
+def task_split(name: str, notes: pd.DataFrame, seed: int = 0):
+    """``piano_gpt.tasks.get_task(name).prepare(notes, seed)`` (a TaskSample)."""
+    from piano_gpt.tasks import get_task
+
+    try:
+        return get_task(name).prepare(notes, seed=seed)
+    except (KeyError, ValueError) as error:
+        raise DashboardError(f"task {name}: {error}") from error
+
+
+def _task_with_library(library, model, tokenizer, prompt, settings, seed):
+    options = _library_options(library.task_samples, settings, seed, task_seed=settings.task_seed)
+    (generation,) = library.task_samples(model, tokenizer, prompt, settings.task, **options)
+    return GenerationResult(
+        seed,
+        generation.notes,
+        generation.context,
+        generation.reference,
+        "piano_gpt.generation",
+        len(generation.ids),
+        generation.stop_reason,
+    )
+
+
+def _task_with_sampler(model, tokenizer, prompt, settings, seed, progress):
+    from piano_gpt.tasks import build_task_prompt, split_generated
+    from piano_gpt.tokenizers import EOGENAI_TOKEN, GENAI_TOKEN
+
+    sample = task_split(settings.task, prompt, settings.task_seed)
+    try:
+        ids = build_task_prompt(tokenizer, sample, composer_token=settings.composer).tolist()
+    except KeyError as error:
+        raise DashboardError(f"this checkpoint cannot do task {settings.task}: {error}") from error
+    if len(ids) + 1 > model.config.block_size:
+        raise DashboardError(
+            f"the task prompt is {len(ids)} tokens, the model's context is {model.config.block_size}: "
+            "use a shorter prompt"
+        )
+    genai_id, eogenai_id = tokenizer.ids_of([GENAI_TOKEN, EOGENAI_TOKEN])
+    budget = min(int(settings.max_new_tokens), model.config.block_size - len(ids))
+    new = sample_tokens(
+        model,
+        tokenizer,
+        ids,
+        budget,
+        seed=seed,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        stop_ids=(eogenai_id,),
+        reset_token_id=genai_id,
+        progress=progress,
+    )
+    notes = split_generated(tokenizer, ids + new)
+    return GenerationResult(seed, notes, sample.source, sample.target, "dashboard sampler", len(new))
+
+
+def _continuation_with_library(library, model, tokenizer, prompt, settings, seed):
+    function = getattr(library, "generate_samples", None)
+    if callable(function):
+        (generation,) = function(model, tokenizer, prompt, **_library_options(function, settings, seed))
+        backend = "piano_gpt.generation"
+        return GenerationResult(
+            seed, generation.notes, prompt, None, backend, len(generation.ids), generation.stop_reason
+        )
+    notes = library.generate(model, tokenizer, prompt, **_library_options(library.generate, settings, seed))[
+        0
+    ]
+    return GenerationResult(seed, notes, prompt, None, "piano_gpt.generation")
+
+
+def _continuation_with_sampler(model, tokenizer, prompt, settings, seed, progress):
+    prefix = []
+    if settings.composer:
+        if settings.composer not in tokenizer.token_to_id:
+            raise DashboardError(f"this checkpoint's tokenizer has no {settings.composer} token")
+        prefix = tokenizer.ids_of([settings.composer])
+    prompt_ids = list(tokenizer.encode(prompt))
+    new = sample_tokens(
+        model,
+        tokenizer,
+        prefix + prompt_ids,
+        int(settings.max_new_tokens),
+        seed=seed,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        keep_prefix=len(prefix),
+        progress=progress,
+    )
+    notes = notes_after(tokenizer, prompt_ids, new)
+    return GenerationResult(seed, notes, prompt, None, "dashboard sampler", len(new))
+
+
+def generate_one(model, tokenizer, prompt, settings: GenerationSettings, seed: int, progress=None):
+    """One seed's :class:`GenerationResult`: through ``piano_gpt.generation`` when it is there
+    (``generate_samples`` / ``task_samples``), else the dashboards' own :func:`sample_tokens`."""
+    library = generation_library()
+    try:
+        if library is not None:
+            try:
+                if settings.mode == "continuation":
+                    return _continuation_with_library(library, model, tokenizer, prompt, settings, seed)
+                if callable(getattr(library, "task_samples", None)):
+                    return _task_with_library(library, model, tokenizer, prompt, settings, seed)
+            except (TypeError, NotImplementedError, AttributeError):
+                pass  # an API other than the one this was written against: use the own sampler
+        if settings.mode == "continuation":
+            return _continuation_with_sampler(model, tokenizer, prompt, settings, seed, progress)
+        return _task_with_sampler(model, tokenizer, prompt, settings, seed, progress)
+    except DashboardError:
+        raise
+    except (ValueError, KeyError) as error:  # GenerationError is a ValueError: what to change, in words
+        raise DashboardError(f"generation failed: {error}") from error
+
+
+def run_generation(
+    model, tokenizer, prompt: pd.DataFrame, settings: GenerationSettings, progress: Progress | None = None
+) -> list[GenerationResult]:
+    """One :class:`GenerationResult` per seed of ``settings`` (continuation or PIANO task mode)."""
+    if settings.mode not in GENERATION_MODES:
+        raise DashboardError(f"unknown mode {settings.mode!r}: use {' or '.join(GENERATION_MODES)}")
+    if settings.mode == "task" and not settings.task:
+        raise DashboardError("task mode needs a task")
+    if len(prompt) == 0:
+        raise DashboardError("the prompt has no notes")
+    if not settings.seeds:
+        raise DashboardError("give at least one seed")
+    results = []
+    n = len(settings.seeds)
+    for index, seed in enumerate(settings.seeds):
+
+        def report(fraction: float, text: str, index=index, seed=seed) -> None:
+            if progress is not None:
+                progress((index + min(max(fraction, 0.0), 1.0)) / n, f"seed {seed}: {text}")
+
+        report(0.0, "generating")
+        result = generate_one(model, tokenizer, prompt, settings, int(seed), report)
+        results.append(result)
+        report(1.0, f"{len(result.notes)} notes")
+    return results
+
+
+def parse_seeds(text: str, limit: int = 8) -> tuple[int, ...]:
+    """Seeds from "0, 1, 2" or "0-3"; at most ``limit``; :class:`DashboardError` on bad input."""
+    seeds: list[int] = []
+    for chunk in text.replace(";", ",").split(","):
+        chunk = chunk.strip()
+        if not chunk:
+            continue
+        span = re.fullmatch(r"(\d+)\s*-\s*(\d+)", chunk)
+        if span:
+            low, high = int(span.group(1)), int(span.group(2))
+            if high - low >= limit:
+                raise DashboardError(f"at most {limit} seeds at once (got the range {chunk})")
+            seeds.extend(range(low, high + 1))
+        elif re.fullmatch(r"-?\d+", chunk):
+            seeds.append(int(chunk))
+        else:
+            raise DashboardError(f"seeds: {chunk!r} is not a number or a range like 0-3")
+    if not seeds:
+        raise DashboardError("give at least one seed, e.g. 0, 1, 2")
+    unique = list(dict.fromkeys(seeds))
+    if len(unique) > limit:
+        raise DashboardError(f"at most {limit} seeds at once (got {len(unique)})")
+    return tuple(unique)
+
+
+# --- dataset review ------------------------------------------------------------------------------
+
+
+def note_stats(notes: pd.DataFrame) -> dict:
+    """Counts and ranges of a note table (for the review page's metrics)."""
+    if len(notes) == 0:
+        return {"notes": 0, "duration_s": 0.0, "pitch_min": None, "pitch_max": None, "velocity_mean": None}
+    duration = float(notes["end"].max() - notes["start"].min())
+    return {
+        "notes": int(len(notes)),
+        "duration_s": round(duration, 3),
+        "notes_per_s": round(len(notes) / duration, 2) if duration > 0 else None,
+        "pitch_min": int(notes["pitch"].min()),
+        "pitch_max": int(notes["pitch"].max()),
+        "velocity_mean": round(float(notes["velocity"].mean()), 1),
+        "velocity_std": round(float(notes["velocity"].std(ddof=0)), 1),
+        "mean_note_s": round(float((notes["end"] - notes["start"]).mean()), 3),
+    }
+
+
+def velocity_histogram(notes: pd.DataFrame, bins: int = 16) -> pd.DataFrame:
+    """Notes per velocity bin over 0..127: columns ``low, high, label, count``."""
+    edges = np.linspace(0, 128, bins + 1)
+    counts, _ = np.histogram(notes["velocity"].to_numpy(), bins=edges)
+    low, high = edges[:-1].astype(int), edges[1:].astype(int) - 1
+    return pd.DataFrame(
+        {"low": low, "high": high, "label": [f"{a:03d}-{b:03d}" for a, b in zip(low, high)], "count": counts}
+    )
+
+
+def token_table(tokenizer, notes: pd.DataFrame, limit: int | None = 2000) -> tuple[pd.DataFrame, int]:
+    """(first ``limit`` tokens as rows ``position, id, token, time_s``, total number of tokens)."""
+    ids = np.asarray(tokenizer.encode(notes), dtype=np.int64)
+    shown = ids if limit is None else ids[:limit]
+    times = np.cumsum(tokenizer.token_time_units()[shown]) * tokenizer.time_unit
+    table = pd.DataFrame(
+        {
+            "position": np.arange(len(shown)),
+            "id": shown,
+            "token": tokenizer.decode_tokens(shown),
+            "time_s": times.round(4),
+        }
+    )
+    return table, len(ids)
+
+
+@dataclass
+class RoundTrip:
+    n_notes: int
+    n_decoded: int
+    n_tokens: int
+    pitches_equal: bool  # the multiset of pitches survives encode -> decode
+    max_onset_error_s: float | None  # over notes matched by (pitch, order); None when counts differ
+    max_offset_error_s: float | None
+    max_velocity_error: int | None
+    time_unit_s: float
+
+    @property
+    def ok(self) -> bool:
+        """Pitches kept and every onset within half a time unit (the tokenizer's rounding)."""
+        return (
+            self.pitches_equal
+            and self.max_onset_error_s is not None
+            and self.max_onset_error_s <= self.time_unit_s / 2 + 1e-6
+        )
+
+
+def roundtrip_check(tokenizer, notes: pd.DataFrame) -> RoundTrip:
+    """Encode then decode ``notes`` and measure what changed (the detokenization check).
+
+    Notes outside the tokenizer's pitch range are not expected back; notes are matched by pitch and
+    then by order of onset within a pitch.
+    """
+    ids = tokenizer.encode(notes)
+    decoded = tokenizer.decode(ids)
+    inside = notes[(notes["pitch"] >= PIANO_PITCH_RANGE[0]) & (notes["pitch"] <= PIANO_PITCH_RANGE[1])]
+    original = inside.sort_values(["pitch", "start"], kind="stable").reset_index(drop=True)
+    back = decoded.sort_values(["pitch", "start"], kind="stable").reset_index(drop=True)
+    pitches_equal = len(original) == len(back) and bool(
+        (original["pitch"].to_numpy() == back["pitch"].to_numpy()).all()
+    )
+    onset = offset = velocity = None
+    if pitches_equal and len(original):
+        onset = float(np.abs(original["start"].to_numpy() - back["start"].to_numpy()).max())
+        offset = float(np.abs(original["end"].to_numpy() - back["end"].to_numpy()).max())
+        velocity = int(np.abs(original["velocity"].to_numpy() - back["velocity"].to_numpy()).max())
+    elif pitches_equal:
+        onset = offset = 0.0
+        velocity = 0
+    return RoundTrip(
+        len(inside), len(decoded), len(ids), pitches_equal, onset, offset, velocity, tokenizer.time_unit
+    )
+
+
+__all__ = [
+    "DATASET_KINDS",
+    "MAX_UPLOAD_BYTES",
+    "CheckpointInfo",
+    "DashboardError",
+    "GenerationResult",
+    "GenerationSettings",
+    "RoundTrip",
+    "available_tasks",
+    "default_dataset",
+    "edit_prompt",
+    "filter_items",
+    "items_table",
+    "list_checkpoints",
+    "load_dataset_items",
+    "load_model",
+    "note_stats",
+    "parse_seeds",
+    "read_uploaded_midi",
+    "roundtrip_check",
+    "run_generation",
+    "sample_tokens",
+    "task_split",
+    "token_table",
+    "velocity_histogram",
+]
