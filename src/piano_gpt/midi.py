@@ -17,9 +17,14 @@ NOTE_COLUMNS = ["pitch", "velocity", "start", "end"]
 PIANO_PITCH_RANGE = (21, 108)
 SUSTAIN_CC = 64
 
-# Limits for untrusted files: a bigger file is refused before parsing (MAESTRO's largest is ~1 MB).
+# Limits for untrusted files (docs/reliability.md). A bigger file is refused before parsing (MAESTRO
+# files are under 1 MB; parsing 64 MiB peaks under 1 GB); more notes than MAX_NOTES (reading and
+# tokenizing 1M notes takes ~1 GB; MAESTRO pieces have a few 10k) or notes lasting past MAX_SECONDS (a
+# corrupt delta time or tempo: tokens grow with duration) are refused after parsing.
 MAX_MIDI_BYTES = 64 * 1024 * 1024
-MAX_NOTES = 5_000_000
+MAX_NOTES = 1_000_000
+MAX_SECONDS = 24 * 3600.0
+MAX_TICKS = 2**31 - 1  # the parser counts ticks in int32: a track longer than this would wrap around
 
 
 class MidiReadError(ValueError):
@@ -116,22 +121,102 @@ def clip_same_pitch_overlaps(notes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_file(path: Path) -> bytes:
+    """The Standard MIDI File bytes of ``path`` (unwrapped from a RIFF RMID file), size-checked."""
     try:
         size = path.stat().st_size
+        if size == 0:
+            raise MidiReadError(path, "empty file")
+        if size > MAX_MIDI_BYTES:
+            raise MidiReadError(path, f"file is {size} bytes, over the {MAX_MIDI_BYTES} byte limit")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_MIDI_BYTES + 1)
     except OSError as error:
         raise MidiReadError(path, f"cannot open file ({error.strerror or error})") from error
-    if size == 0:
-        raise MidiReadError(path, "empty file")
-    if size > MAX_MIDI_BYTES:
-        raise MidiReadError(path, f"file is {size} bytes, over the {MAX_MIDI_BYTES} byte limit")
-    data = path.read_bytes()
-    if data[:4] != b"MThd" and data[:4] != b"RIFF":
+    if len(data) > MAX_MIDI_BYTES:
+        raise MidiReadError(path, f"file is over the {MAX_MIDI_BYTES} byte limit")
+    if data[:4] == b"RIFF":
+        data = _unwrap_rmid(path, data)
+    if data[:4] != b"MThd":
         raise MidiReadError(path, f"not a MIDI file (starts with {data[:4]!r}, expected b'MThd')")
+    if len(data) >= 14 and data[12:14] == b"\x00\x00":
+        raise MidiReadError(path, "corrupt header: 0 ticks per quarter note")
     return data
 
 
+def _unwrap_rmid(path: Path, data: bytes) -> bytes:
+    """The MIDI data inside a RIFF RMID file."""
+    if data[8:12] != b"RMID":
+        raise MidiReadError(path, f"a RIFF file of type {data[8:12]!r}, not a MIDI file (RMID)")
+    pos = 12
+    while pos + 8 <= len(data):
+        kind, length = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if kind == b"data":
+            return data[pos + 8 : pos + 8 + length]
+        pos += 8 + length + (length & 1)
+    raise MidiReadError(path, "RIFF RMID file without a data chunk")
+
+
+def _vlq(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    value = 0
+    while pos < end:
+        byte = data[pos]
+        pos += 1
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            break
+    return value, pos
+
+
+def longest_track_ticks(data: bytes) -> int:
+    """The largest sum of delta times of any track (exact, unlike the parser's int32 count).
+
+    A scan of the event structure only; anything malformed ends the scan of that track (the parser
+    has already accepted the file, so this is about delta times, not about validity).
+    """
+    longest = 0
+    pos = 8 + int.from_bytes(data[4:8], "big")
+    size = len(data)
+    while pos + 8 <= size:
+        is_track = data[pos : pos + 4] == b"MTrk"
+        start = pos + 8
+        end = min(size, start + int.from_bytes(data[pos + 4 : pos + 8], "big"))
+        pos = end
+        if not is_track:
+            continue
+        p, total, status = start, 0, 0
+        while p < end:
+            delta, p = _vlq(data, p, end)
+            total += delta
+            if p >= end:
+                break
+            kind = data[p]
+            if kind >= 0x80:
+                p += 1
+                if kind < 0xF0:
+                    status = kind
+            else:
+                kind = status  # running status
+            if kind == 0xFF:  # meta: type, length, data
+                length, p = _vlq(data, p + 1, end)
+                p += length
+            elif kind in (0xF0, 0xF7):  # sysex: length, data
+                length, p = _vlq(data, p, end)
+                p += length
+            elif kind >= 0x80:
+                p += 1 if (kind & 0xF0) in (0xC0, 0xD0) else 2
+            else:
+                break
+        longest = max(longest, total)
+    return longest
+
+
 def read_notes(path: str | os.PathLike, sustain: bool = True) -> pd.DataFrame:
-    """Read every note of a MIDI file (all tracks) as a note table in seconds, sustain folded in."""
+    """Read every note of a MIDI file (all tracks) as a note table in seconds, sustain folded in.
+
+    Drum-channel notes are skipped, notes never ended are dropped, a pitch struck again ends its
+    previous note. Any file that cannot be read this way (malformed, empty, over the limits above)
+    raises :class:`MidiReadError` naming the file.
+    """
     import symusic
 
     path = Path(path)
@@ -140,6 +225,12 @@ def read_notes(path: str | os.PathLike, sustain: bool = True) -> pd.DataFrame:
         score = symusic.Score.from_midi(data, ttype="second")
     except Exception as error:  # symusic raises plain RuntimeError/ValueError for malformed files
         raise MidiReadError(path, f"malformed MIDI ({error})") from error
+    ticks = longest_track_ticks(data)
+    if ticks > MAX_TICKS:
+        raise MidiReadError(
+            path,
+            f"a track lasts {ticks} ticks, more than the {MAX_TICKS} a reader can count (corrupt delta times)",
+        )
     return score_to_notes(score, path, sustain=sustain)
 
 
@@ -173,11 +264,21 @@ def score_to_notes(score, path: str | os.PathLike = "<score>", sustain: bool = T
     notes = notes[notes["velocity"] > 0].reset_index(drop=True)
     if len(notes) == 0:
         raise MidiReadError(path, "contains no sounding notes (all velocities are 0)")
+    if not (np.isfinite(time).all() and np.isfinite(duration).all()):
+        raise MidiReadError(path, "note times are not finite (corrupt tempo or time division)")
     if sustain:
-        down, up = pedal_intervals(np.concatenate(cc_times).astype(np.float64), np.concatenate(cc_values))
+        cc_time, cc_value = np.concatenate(cc_times).astype(np.float64), np.concatenate(cc_values)
+        finite = np.isfinite(cc_time)
+        down, up = pedal_intervals(cc_time[finite], cc_value[finite])
         notes = fold_sustain(notes, down, up)
     else:
         notes = clip_same_pitch_overlaps(notes)
+    last = float(notes["end"].max())
+    if last > MAX_SECONDS:
+        raise MidiReadError(
+            path,
+            f"notes last until {last:.0f} s, over the {MAX_SECONDS:.0f} s limit (corrupt delta times or tempo?)",
+        )
     return make_notes(notes["pitch"], notes["velocity"], notes["start"], notes["end"])
 
 

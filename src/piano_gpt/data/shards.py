@@ -24,13 +24,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from piano_gpt.data.records import MAX_PAUSE, cut_at_pauses
-from piano_gpt.data.sources import dataset_items, item_notes, item_source
-from piano_gpt.midi import MidiReadError, make_notes
+from piano_gpt.data.sources import MidiFileItem, dataset_items, item_notes, item_source
+from piano_gpt.midi import MAX_NOTES, MAX_SECONDS, MidiReadError, make_notes
 from piano_gpt.tokenizers import MidiTokenizer, tokenizer_from_dict
 
 NOTE_DTYPE = np.dtype([("pitch", "u1"), ("velocity", "u1"), ("start", "f8"), ("end", "f8")])
 SHARD_FORMAT = 1
 MIN_RECORD_NOTES = 8
+ITEM_TIMEOUT = 600.0  # seconds one item may take in a worker before it counts as hung (docs/reliability.md)
 
 _worker_tokenizer: MidiTokenizer | None = None
 
@@ -45,21 +46,46 @@ def tokenize_item(item, tokenizer: MidiTokenizer | None = None, max_pause: float
     tokenizer = tokenizer or _worker_tokenizer
     try:
         notes = item_notes(item)
+        problem = notes_problem(notes)
+        if problem:
+            return f"{_label(item)}: {problem}"
+        out = []
+        for part in cut_at_pauses(notes, max_pause):
+            part = part[(part["pitch"] >= 21) & (part["pitch"] <= 108)]
+            if len(part) < MIN_RECORD_NOTES:
+                continue
+            tokens = np.asarray(tokenizer.encode(part), dtype=np.uint16)
+            array = np.empty(len(part), NOTE_DTYPE)
+            for name in ("pitch", "velocity", "start", "end"):
+                array[name] = part[name].to_numpy()
+            out.append((tokens, array, item_source(item)))
+        return out
     except MidiReadError as error:
         return str(error)
-    except Exception as error:  # any other failure of one item is reported, never fatal
-        return f"{item.label}: {type(error).__name__}: {error}"
-    out = []
-    for part in cut_at_pauses(notes, max_pause):
-        part = part[(part["pitch"] >= 21) & (part["pitch"] <= 108)]
-        if len(part) < MIN_RECORD_NOTES:
-            continue
-        tokens = np.asarray(tokenizer.encode(part), dtype=np.uint16)
-        array = np.empty(len(part), NOTE_DTYPE)
-        for name in ("pitch", "velocity", "start", "end"):
-            array[name] = part[name].to_numpy()
-        out.append((tokens, array, item_source(item)))
-    return out
+    except (Exception, SystemExit) as error:  # any other failure of one item is reported, never fatal
+        return f"{_label(item)}: {type(error).__name__}: {error}"
+
+
+def notes_problem(notes) -> str | None:
+    """Why a note table (e.g. of a dataset record, which read_notes never saw) is refused, or None:
+    the limits read_notes applies to MIDI files (tokens, and so memory, grow with notes and time)."""
+    if len(notes) > MAX_NOTES:
+        return f"more than {MAX_NOTES} notes"
+    if len(notes) == 0:
+        return None
+    start, end = notes["start"].to_numpy(np.float64), notes["end"].to_numpy(np.float64)
+    if not (np.isfinite(start).all() and np.isfinite(end).all()):
+        return "note times are not finite"
+    if end.max() > MAX_SECONDS or start.min() < -MAX_SECONDS:
+        return f"notes span beyond the {MAX_SECONDS:.0f} s limit"
+    return None
+
+
+def _label(item) -> str:
+    try:
+        return str(item.label)
+    except Exception:  # a broken item still gets reported
+        return repr(item)[:200]
 
 
 def shards_key(dataset_cfg: dict, tokenizer: MidiTokenizer) -> str:
@@ -69,33 +95,94 @@ def shards_key(dataset_cfg: dict, tokenizer: MidiTokenizer) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _map_items(items, tokenizer: MidiTokenizer, n_workers: int, desc: str):
-    """Yield (item, result) in order, parsing in worker processes when n_workers > 1.
+def _pool(n_workers: int, tokenizer: MidiTokenizer) -> cf.ProcessPoolExecutor:
+    return cf.ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(tokenizer.to_dict(),))
 
-    A worker that dies (a native parser crash) breaks the pool: the items still pending are then
-    retried one by one in fresh single-worker pools, so the crash costs only the file that caused it.
+
+def _stop_pool(pool: cf.ProcessPoolExecutor, kill: bool) -> None:
+    """Shut a pool down; ``kill`` first kills its workers (a hung one would never return)."""
+    if kill:
+        # ProcessPoolExecutor has no public way to stop a busy worker before Python 3.14.
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _isolated(item, tokenizer: MidiTokenizer, timeout: float = ITEM_TIMEOUT):
+    """The result of one item in a fresh one-worker pool; an error string if that worker dies or hangs."""
+    pool = _pool(1, tokenizer)
+    kill = True
+    try:
+        result = pool.submit(tokenize_item, item).result(timeout=timeout)
+        kill = False
+        return result
+    except cf.TimeoutError:
+        return f"{_label(item)}: still parsing after {timeout:g} s (a hung parser?); stopped"
+    except cf.process.BrokenProcessPool:
+        return f"{_label(item)}: the MIDI parser crashed the worker process"
+    except Exception as error:  # e.g. a result that cannot be sent back
+        kill = False
+        return f"{_label(item)}: {type(error).__name__}: {error}"
+    finally:
+        _stop_pool(pool, kill)
+
+
+def _map_items(items, tokenizer: MidiTokenizer, n_workers: int, desc: str, timeout: float = ITEM_TIMEOUT):
+    """Yield (item, result) in order, parsing in worker processes.
+
+    MIDI files are always parsed in worker processes (a native parser can crash or hang on a hostile
+    file); records alone are worked in-process when ``n_workers <= 1`` or there are few of them.
+    A worker that dies breaks the pool: the item being waited for is retried alone in a fresh
+    one-worker pool (and reported if it crashes there too), results that already arrived are kept,
+    and a new pool takes the rest. An item still running after ``timeout`` seconds is reported as
+    hung and the pool's workers are killed. So a crash or a hang costs the file that caused it (plus a
+    retry of the few files in flight with it), never the build, nor the parallelism of the rest.
     """
-    if n_workers <= 1 or len(items) < 4:
-        for item in tqdm(items, desc=desc, disable=not sys.stderr.isatty()):
+    progress = tqdm(total=len(items), desc=desc, disable=not sys.stderr.isatty())
+    parses_midi = any(isinstance(item, MidiFileItem) for item in items)
+    if not parses_midi and (n_workers <= 1 or len(items) < 4):
+        for item in items:
             yield item, tokenize_item(item, tokenizer)
+            progress.update(1)
+        progress.close()
         return
-    todo = list(items)
-    with cf.ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(tokenizer.to_dict(),)) as pool:
-        futures = [pool.submit(tokenize_item, item) for item in todo]
-        for item, future in zip(todo, tqdm(futures, desc=desc, disable=not sys.stderr.isatty())):
-            try:
-                yield item, future.result()
-            except cf.process.BrokenProcessPool:
-                yield item, None  # marker: retry in isolation below
-    # (the generator above yields None for every item whose worker pool broke)
-
-
-def _isolated(item, tokenizer: MidiTokenizer):
-    with cf.ProcessPoolExecutor(1, initializer=_init_worker, initargs=(tokenizer.to_dict(),)) as pool:
+    done: dict[int, object] = {}  # results that arrived ahead of their turn when a pool broke
+    i = 0
+    while i < len(items):
+        pool = _pool(max(1, n_workers), tokenizer)
+        futures = {j: pool.submit(tokenize_item, items[j]) for j in range(i, len(items)) if j not in done}
+        broken = None
         try:
-            return pool.submit(tokenize_item, item).result()
-        except cf.process.BrokenProcessPool:
-            return f"{item.label}: the MIDI parser crashed the worker process"
+            while i < len(items):
+                if i not in done:
+                    try:
+                        done[i] = futures[i].result(timeout=timeout)
+                    except cf.TimeoutError:
+                        # Workers take items in order, so item i has been running all this time.
+                        broken = (
+                            f"{_label(items[i])}: still parsing after {timeout:g} s (a hung parser?); stopped"
+                        )
+                        break
+                    except cf.process.BrokenProcessPool:
+                        broken = "crash"
+                        break
+                    except Exception as error:  # e.g. a result that cannot be sent back
+                        done[i] = f"{_label(items[i])}: {type(error).__name__}: {error}"
+                yield items[i], done.pop(i)
+                progress.update(1)
+                i += 1
+        finally:
+            if broken:
+                for j, future in futures.items():
+                    if j > i and future.done() and not future.cancelled() and future.exception() is None:
+                        done[j] = future.result()
+            _stop_pool(pool, kill=broken is not None or i < len(items))
+        if broken:
+            # A crash: item i may have caused it or been in flight with the culprit; retry it alone.
+            yield items[i], _isolated(items[i], tokenizer, timeout) if broken == "crash" else broken
+            progress.update(1)
+            i += 1
+    progress.close()
 
 
 @dataclass
@@ -146,8 +233,15 @@ class SplitShards:
 
 
 def build_split(
-    items: list, tokenizer: MidiTokenizer, root: str | Path, n_workers: int | None = None, desc: str = ""
+    items: list,
+    tokenizer: MidiTokenizer,
+    root: str | Path,
+    n_workers: int | None = None,
+    desc: str = "",
+    item_timeout: float = ITEM_TIMEOUT,
 ) -> SplitShards:
+    """Tokenize every item into ``root``; items that fail (unreadable, crash or hang the parser) are
+    skipped and listed with the reason in ``errors.json``."""
     root = Path(root)
     tmp = root.with_name(root.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -157,11 +251,11 @@ def build_split(
     rows, errors = [], []
     token_offset = note_offset = 0
     with open(tmp / "tokens.u16", "wb") as token_file, open(tmp / "notes.raw", "wb") as note_file:
-        for item, result in _map_items(items, tokenizer, n_workers, desc or f"tokenizing {root.name}"):
-            if result is None:
-                result = _isolated(item, tokenizer)
+        for item, result in _map_items(
+            items, tokenizer, n_workers, desc or f"tokenizing {root.name}", timeout=item_timeout
+        ):
             if isinstance(result, str):
-                errors.append({"item": item.label, "error": result})
+                errors.append({"item": _label(item), "error": result})
                 print(f"skipped {result}", file=sys.stderr)
                 continue
             for tokens, notes, source in result:

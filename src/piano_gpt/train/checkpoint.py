@@ -168,8 +168,11 @@ def save_checkpoint(
     )
     _fsync_dir(tmp)
 
-    shutil.rmtree(old, ignore_errors=True)
+    # At every instant one complete checkpoint resolves (see resolve_checkpoint): ``path``, or ``old``
+    # between the two renames. When ``path`` is missing, ``old`` is the recovered copy of a save that
+    # died between them: it stays until the new checkpoint is in place.
     if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
@@ -191,40 +194,90 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not path.exists() and (old / MANIFEST).exists():
         return old
     if path.is_file():
-        raise CheckpointError(f"{path}: a checkpoint is a directory (model.safetensors, config.json, ...)")
+        raise CheckpointError(
+            f"{path}: a checkpoint is a directory (model.safetensors, config.json, ...); "
+            "pickle files (.pt, .ckpt) are never loaded, since loading them can run code"
+        )
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     raise CheckpointError(f"{path}: incomplete checkpoint (no {MANIFEST}); it was never finished")
 
 
+REQUIRED_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path.parent}: {path.name} is unreadable ({what}: {error})") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.parent}: {path.name} is not a JSON object ({what})")
+    return data
+
+
+def check_format(path: Path, version) -> None:
+    """A clear error for a checkpoint written by another format version of piano_gpt."""
+    if version == CHECKPOINT_FORMAT:
+        return
+    if isinstance(version, int) and version > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} was written by a newer piano_gpt; this one reads format "
+            f"{CHECKPOINT_FORMAT}: upgrade piano_gpt to load it"
+        )
+    raise CheckpointError(
+        f"{path}: checkpoint format {version!r} is not supported by this piano_gpt (format {CHECKPOINT_FORMAT})"
+    )
+
+
 def verify_checkpoint(path: str | os.PathLike) -> dict:
     """Check format version and every file's sha256; returns the parsed config.json."""
     path = resolve_checkpoint(path)
-    manifest = json.loads((path / MANIFEST).read_text())
-    version = manifest.get("format_version")
-    if version != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: checkpoint format {version} is not supported by this piano_gpt (format {CHECKPOINT_FORMAT})"
-        )
-    for name, expected in manifest["sha256"].items():
+    manifest = _read_json(path / MANIFEST, "the manifest")
+    check_format(path, manifest.get("format_version"))
+    hashes = manifest.get("sha256")
+    if not isinstance(hashes, dict):
+        raise CheckpointError(f"{path}: {MANIFEST} lists no sha256 checksums")
+    for name in REQUIRED_FILES:
+        if name not in hashes:
+            raise CheckpointError(f"{path}: {MANIFEST} has no checksum for {name}")
+    for name, expected in hashes.items():
+        if Path(name).name != name or name in (".", ".."):
+            raise CheckpointError(f"{path}: {MANIFEST} names a file outside the checkpoint ({name!r})")
         file = path / name
-        if not file.exists():
+        if not file.is_file():
             raise CheckpointError(f"{path}: {name} is missing")
         if sha256_file(file) != expected:
             raise CheckpointError(f"{path}: {name} is corrupt (sha256 mismatch)")
-    return json.loads((path / "config.json").read_text())
+    config = _read_json(path / "config.json", "the checkpoint config")
+    check_format(path, config.get("format_version"))
+    return config
 
 
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[GPT, MidiTokenizer, dict]:
-    """(model in eval mode, tokenizer, config.json) of a checkpoint directory."""
+    """(model in eval mode, tokenizer, config.json) of a checkpoint directory.
+
+    Only safetensors and JSON are read: loading never unpickles, so it never runs code.
+    """
     path = resolve_checkpoint(path)
-    config = verify_checkpoint(path) if verify else json.loads((path / "config.json").read_text())
-    model = GPT(GPTConfig.from_dict(config["model"]))
-    load_model(model, str(path / "model.safetensors"), device=str(device))
+    config = verify_checkpoint(path) if verify else _read_json(path / "config.json", "the checkpoint config")
+    try:
+        model = GPT(GPTConfig.from_dict(config["model"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: config.json has no usable model config ({error})") from error
+    try:
+        load_model(model, str(path / "model.safetensors"), device=str(device))
+    except Exception as error:  # safetensors raises its own error types for bad headers and shapes
+        raise CheckpointError(
+            f"{path}: model.safetensors does not hold this model's weights ({type(error).__name__}: {error})"
+        ) from error
     model.to(device).eval()
-    tokenizer = load_tokenizer(path / "tokenizer.json")
+    try:
+        tokenizer = load_tokenizer(path / "tokenizer.json")
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{path}: tokenizer.json is unusable ({error})") from error
     return model, tokenizer, config
 
 
@@ -232,6 +285,10 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict, dict]:
     path = resolve_checkpoint(path)
     if not (path / "training_state.safetensors").exists():
         raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
-    tensors = load_file(str(path / "training_state.safetensors"))
-    meta = json.loads((path / "training_state.json").read_text())
-    return tensors, meta
+    try:
+        tensors = load_file(str(path / "training_state.safetensors"))
+    except Exception as error:  # safetensors raises its own error types
+        raise CheckpointError(
+            f"{path}: training_state.safetensors is unreadable ({type(error).__name__}: {error})"
+        ) from error
+    return tensors, _read_json(path / "training_state.json", "the training state")

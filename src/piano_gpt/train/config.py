@@ -18,49 +18,185 @@ def fail(message: str) -> None:
     raise ConfigError(message)
 
 
-def validate_config(cfg: DictConfig) -> None:
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DATASET_TYPES = ("demo", "maestro", "hf")
+
+
+def _integer(cfg: DictConfig, key: str, minimum: int, meaning: str) -> int:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        fail(f"{key}={value}: must be {meaning} (an integer >= {minimum})")
+    return value
+
+
+def _number(cfg: DictConfig, key: str, minimum: float, meaning: str) -> float:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        fail(f"{key}={value}: must be {meaning}")
+    return value
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.endswith(".parquet")
+
+
+def checkpoint_block_size(path: str) -> tuple[Path, int]:
+    """(directory, model block_size) of a checkpoint, read from its config.json (cheap: no hashing)."""
+    import json
+
+    from piano_gpt.train.checkpoint import CheckpointError, resolve_checkpoint
+
+    try:
+        directory = resolve_checkpoint(path)
+        config = json.loads((directory / "config.json").read_text())
+        return directory, int(config["model"]["block_size"])
+    except CheckpointError as error:
+        fail(str(error))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        fail(f"checkpoint {path}: unreadable config.json ({error})")
+
+
+def model_checkpoint(cfg: DictConfig, resume_from: str | None = None) -> str | None:
+    """The checkpoint training starts its weights from (as train() picks it), if any."""
+    if resume_from:
+        return resume_from
+    if cfg.task == "piano_tasks" and cfg.get("checkpoint_path"):
+        return cfg.checkpoint_path
+    if cfg.get("init_from") not in (None, "scratch"):
+        return cfg.init_from
+    return None
+
+
+def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
+    """Fail with one line saying what to change, before any heavy work (no data, no model yet).
+
+    ``resume_from``: the checkpoint a resumed run continues (its saved config is ``cfg``).
+    """
     data, opt = cfg.data, cfg.optimizer
-    if data.batch_size <= 0:
-        fail(f"data.batch_size={data.batch_size}: must be a positive number of sequences")
-    if data.context_size <= 1:
-        fail(f"data.context_size={data.context_size}: must be at least 2 tokens")
+    _integer(cfg, "data.batch_size", 1, "a positive number of sequences")
+    _integer(cfg, "data.context_size", 2, "at least 2 tokens")
     micro = cfg.training.get("microbatch_size")
-    if micro is not None and (micro <= 0 or data.batch_size % micro):
+    if micro is not None and (not isinstance(micro, int) or micro <= 0 or data.batch_size % micro):
         fail(
             f"training.microbatch_size={micro}: must be positive and divide data.batch_size={data.batch_size}"
         )
-    if opt.max_iters < 0:
-        fail(f"optimizer.max_iters={opt.max_iters}: must be >= 0")
-    if opt.gradient_accumulation_steps <= 0:
-        fail(f"optimizer.gradient_accumulation_steps={opt.gradient_accumulation_steps}: must be >= 1")
+    _integer(cfg, "optimizer.max_iters", 0, "the number of optimizer steps")
+    _integer(cfg, "optimizer.gradient_accumulation_steps", 1, "the micro-batches per step")
     world = int(__import__("os").environ.get("WORLD_SIZE", 1))
     if opt.gradient_accumulation_steps % world:
         fail(
             f"optimizer.gradient_accumulation_steps={opt.gradient_accumulation_steps} must be a multiple of "
             f"the {world} processes (it is the global number of micro-batches per step)"
         )
-    if cfg.lr.learning_rate <= 0 or cfg.lr.min_lr < 0:
-        fail(f"lr.learning_rate={cfg.lr.learning_rate}, lr.min_lr={cfg.lr.min_lr}: must be positive")
-    if cfg.eval_interval <= 0 or cfg.eval_iters <= 0:
-        fail(f"eval_interval={cfg.eval_interval}, eval_iters={cfg.eval_iters}: must be >= 1")
+    _number(cfg, "lr.learning_rate", 1e-12, "a positive learning rate")
+    _number(cfg, "lr.min_lr", 0.0, "a learning rate >= 0")
+    _integer(cfg, "lr.warmup_iters", 0, "a number of steps")
+    _integer(cfg, "eval_interval", 1, "steps between evaluations")
+    _integer(cfg, "eval_iters", 1, "validation batches per evaluation")
+    _integer(cfg, "log_interval", 1, "steps between log lines")
+    _integer(cfg, "system.data_workers", 0, "a number of loader processes")
     if cfg.system.dtype not in ("auto", "float32", "bfloat16", "float16"):
         fail(f"system.dtype={cfg.system.dtype}: use float32, bfloat16, float16 or auto")
+    device = str(cfg.system.device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail(f"system.device={device}: no CUDA GPU is visible here; use system.device=cpu (or auto)")
+    elif device not in ("auto", "cpu", "mps"):
+        fail(f"system.device={device}: use auto, cpu, cuda, cuda:N or mps")
     if cfg.task not in ("next_token_prediction", "next_token_prediction_with_composer", "piano_tasks"):
         fail(
             f"task={cfg.task}: use next_token_prediction, next_token_prediction_with_composer or piano_tasks"
         )
     if cfg.model.n_embd % cfg.model.n_head:
         fail(f"model.n_embd={cfg.model.n_embd} must be divisible by model.n_head={cfg.model.n_head}")
-    if cfg.dataset.type == "maestro" and not Path(cfg.dataset.path).expanduser().is_dir():
+    if cfg.dataset.type not in DATASET_TYPES:
+        fail(f"dataset.type={cfg.dataset.type}: use one of {', '.join(DATASET_TYPES)}")
+    if cfg.dataset.type == "maestro" and not Path(str(cfg.dataset.path)).expanduser().is_dir():
         fail(f"dataset.path={cfg.dataset.path}: no such folder (point it at a MAESTRO-layout folder)")
+    for key in ("base_datasets", "extra_datasets"):
+        for name in cfg.dataset.get(key) or []:
+            if _looks_like_path(str(name)) and not Path(str(name)).expanduser().exists():
+                fail(f"dataset.{key}: {name}: no such file or folder (a local dataset path must exist)")
     for init in (cfg.get("init_from"), cfg.get("checkpoint_path")):
-        if init not in (None, "scratch") and not Path(init).exists():
-            fail(f"checkpoint {init}: no such directory")
+        if init not in (None, "scratch"):
+            checkpoint_block_size(init)  # fails when there is no such checkpoint
+    start = model_checkpoint(cfg, resume_from)
+    if start:
+        directory, block_size = checkpoint_block_size(start)
+        if data.context_size > block_size:
+            fail(
+                f"data.context_size={data.context_size} is longer than the {block_size} tokens the model in "
+                f"{directory} was built for: use data.context_size={block_size} or less"
+            )
     if cfg.run_name is None:
         cfg.run_name = f"{cfg.model.name}-{cfg.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         suffix = cfg.logging.get("wandb_run_name_suffix")
         if suffix:
             cfg.run_name += f"-{suffix}"
+
+
+def command_line_problem(argv: list[str]) -> str | None:
+    """One line on what is wrong with a training command line's config (unknown key, unknown option
+    of a config group, bad override syntax), or None; for ``__main__`` to print before Hydra's
+    several-line report. Values are checked later by :func:`validate_config`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    config_name, overrides, args = "gpt2_pretraining", [], list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("--config-name", "-cn") and args:
+            config_name = args.pop(0)
+        elif arg.startswith("--config-name="):
+            config_name = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            if arg in ("--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun"):
+                return None  # another config tree: leave it to Hydra
+            continue
+        elif not arg.lstrip("+~").startswith("hydra"):
+            overrides.append(arg)
+    if GlobalHydra.instance().is_initialized():
+        return None
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+            compose(config_name, overrides=overrides)
+    except Exception as error:
+        return _one_line(error)
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    import re
+
+    causes = [error]
+    while causes[-1].__cause__ is not None:
+        causes.append(causes[-1].__cause__)
+    first = str(error).splitlines()[0].strip() if str(error).strip() else type(error).__name__
+    for cause in causes:
+        missing = re.search(r"Key '([^']+)' is not in struct", str(cause))
+        override = re.search(r"Could not override '([^']+)'", str(error))
+        if missing and override:
+            key = override.group(1)
+            return (
+                f"unknown config key {key}: check its spelling "
+                f"(`python -m piano_gpt.train --cfg job` lists the keys; +{key}=... adds a new one)"
+            )
+    text = str(error)
+    options = re.search(r"Available options in '([^']+)':\s*(.*?)(?:\nConfig search path|$)", text, re.S)
+    if options:
+        choices = ", ".join(options.group(2).split())
+        return f"{first.removeprefix('In ').split(': ', 1)[-1]}: use one of {choices}"
+    text = text.split("\nConfig search path")[0]
+    lines = [
+        line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("See http")
+    ]
+    message = ": ".join(lines[:2]) or first
+    if type(error).__name__ == "OverrideParseException" and "override" not in message:
+        message = f"cannot parse the command line: {message}"
+    cause = str(causes[-1]).splitlines()[0] if causes[-1] is not error and str(causes[-1]).strip() else ""
+    return f"{message} ({cause})" if cause and cause not in message else message
 
 
 def build_tokenizer(cfg: DictConfig) -> MidiTokenizer:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from piano_gpt.data.datasets import PretrainingDataset, composer_tokens_for
 from piano_gpt.data.shards import build_shards
 from piano_gpt.model import GPT, GPTConfig
+from piano_gpt.tasks import add_task_tokens
 from piano_gpt.tokenizers import MidiTokenizer
 from piano_gpt.train.checkpoint import (
     capture_rng_state,
@@ -168,6 +169,8 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     with_composer = cfg.task == "next_token_prediction_with_composer"
     if with_composer:
         tokenizer.add_special_tokens(composer_tokens_for(shards["train"]))
+    if cfg.task == "piano_tasks":  # after the shards (their key names the tokenizer), before the model
+        add_task_tokens(tokenizer)  # placeholder slots: the vocabulary size (and a checkpoint's) is unchanged
     augmentation = cfg.dataset.get("augmentation") or {}
     model_cfg = cfg.model
     train_data, val_data = make_datasets(cfg, tokenizer, shards, augmentation, with_composer, model_cfg)
