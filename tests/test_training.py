@@ -160,3 +160,30 @@ def test_torchrun_two_processes_match_one(tmp_path):
     wa = load_file(tmp_path / "single" / "single-last" / "model.safetensors")
     wb = load_file(tmp_path / "ddp" / "ddp-last" / "model.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_steps_on_cpu(tmp_path, dtype):
+    # float16 goes through the GradScaler (CPU build of torch supports it); the scaler state is saved.
+    run_dir = train(
+        config(tmp_path, f"system.dtype={dtype}", "optimizer.max_iters=3", "eval_interval=3", "run_name=mp")
+    )
+    rows = log_rows(run_dir)
+    assert all(torch.isfinite(torch.tensor(r.get("train_loss", 0.0))) for r in rows)
+    meta = json.loads((run_dir / "mp-last" / "training_state.json").read_text())
+    assert (meta["scaler"] is not None) == (dtype == "float16")
+
+
+@pytest.mark.slow
+def test_compiled_model_trains(tmp_path):
+    run_dir = train(
+        config(
+            tmp_path,
+            "system.compile=true",
+            "model.n_layer=1",
+            "optimizer.max_iters=2",
+            "eval_interval=2",
+            "run_name=c",
+        )
+    )
+    assert (run_dir / "c-last" / "model.safetensors").exists()

@@ -1,0 +1,77 @@
+"""Generation: incremental, batched sampling from a Piano-GPT model, and a memorisation check.
+
+>>> from piano_gpt.generation import generate
+>>> continuations = generate(model, tokenizer, prompt_notes, n_samples=4, seed=0, max_duration=30.0,
+...                          temperature=1.0, top_p=0.95, composer="Chopin")   # list of note tables
+
+- :func:`generate` / :func:`generate_samples`: continue a prompt (notes in; notes, or Generations
+  with settings, seed and stop reason, out); slides past the context window for long pieces.
+- :func:`complete` / :func:`complete_samples`: complete a prompt of ids ending with ``<GENAI>``
+  until ``<EOGENAI>`` or a budget; :func:`task_samples`: a PIANO task on notes (``piano_gpt.tasks``).
+- :func:`sample_ids`: the engine itself, on token ids.
+- :class:`NgramIndex`: how much of a generation is copied from the training set.
+
+Options (:class:`GenerationConfig`): ``n_samples``, ``seed`` (sample i uses ``seed + i``),
+``temperature`` (0: greedy), ``top_k``, ``top_p``, ``min_p``, ``max_new_tokens``, ``max_notes``,
+``max_duration`` (seconds), ``context_keep``, ``fast``.
+"""
+
+from piano_gpt.generation.conditioning import GenerationError, dataset_tokens, have_tasks, prefix_ids
+from piano_gpt.generation.engine import (
+    STOP_CONTEXT,
+    STOP_EOGENAI,
+    STOP_MAX_DURATION,
+    STOP_MAX_NEW_TOKENS,
+    STOP_MAX_NOTES,
+    Generation,
+    GenerationConfig,
+    TokenSample,
+    complete,
+    complete_samples,
+    generate,
+    generate_samples,
+    make_config,
+    sample_ids,
+    token_tables,
+)
+from piano_gpt.generation.memorisation import (
+    MemorisationReport,
+    NgramIndex,
+    find_training_shards,
+    load_index,
+)
+from piano_gpt.generation.runner import FastRunner, ModelRunner
+from piano_gpt.generation.sampling import Sampler, SamplingConfig
+from piano_gpt.generation.tasks import task_prompt, task_samples
+
+__all__ = [
+    "STOP_CONTEXT",
+    "STOP_EOGENAI",
+    "STOP_MAX_DURATION",
+    "STOP_MAX_NEW_TOKENS",
+    "STOP_MAX_NOTES",
+    "FastRunner",
+    "Generation",
+    "GenerationConfig",
+    "GenerationError",
+    "MemorisationReport",
+    "ModelRunner",
+    "NgramIndex",
+    "Sampler",
+    "SamplingConfig",
+    "TokenSample",
+    "complete",
+    "complete_samples",
+    "dataset_tokens",
+    "find_training_shards",
+    "generate",
+    "generate_samples",
+    "have_tasks",
+    "load_index",
+    "make_config",
+    "prefix_ids",
+    "sample_ids",
+    "task_prompt",
+    "task_samples",
+    "token_tables",
+]

@@ -1,0 +1,410 @@
+"""The generation engine: incremental, batched sampling of token ids, and the note-level modes.
+
+``sample_ids`` is the core: one prompt, ``n_samples`` rows (seeds ``seed, seed + 1, ...``), a KV cache
+advanced one token a step, the music time embedding advanced from the token just sampled
+(``tokenizer.token_time_units()``, restarting after ``<GENAI>`` as in training), and the stopping
+rules. Continuations slide past the context window: when the cache is full, the conditioning prefix
+and the most recent tokens (``context_keep`` of the window) are re-primed and music time restarts at
+the new window's start, exactly as training windows restart it.
+
+Stopping (per sample; the token that triggers a rule is not kept):
+
+- ``<EOGENAI>`` (task completion: prompts ending with ``<GENAI>``);
+- ``max_notes``: the next note would exceed the budget;
+- ``max_duration``: the next time step would take the generated music past this many seconds;
+- ``max_new_tokens`` (that token is kept); ``context``: a task completion filled the window.
+
+Only ids that decode are ever drawn: ``<PAD>``, ``<CLS>`` and every special token are masked out of
+the distribution, except ``<EOGENAI>`` where a task completion may end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from piano_gpt.generation.conditioning import GenerationError, prefix_ids
+from piano_gpt.generation.runner import RUNNERS
+from piano_gpt.generation.sampling import Sampler, SamplingConfig
+from piano_gpt.midi import clip_same_pitch_overlaps, empty_notes, make_notes
+from piano_gpt.model import GPT
+from piano_gpt.tokenizers import CLS_TOKEN, EOGENAI_TOKEN, GENAI_TOKEN, PAD_TOKEN, MidiTokenizer
+
+STOP_EOGENAI = "eogenai"
+STOP_MAX_NOTES = "max_notes"
+STOP_MAX_DURATION = "max_duration"
+STOP_MAX_NEW_TOKENS = "max_new_tokens"
+STOP_CONTEXT = "context"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Every option of a generation call (also what output files record)."""
+
+    n_samples: int = 1
+    seed: int = 0  # sample i uses seed + i
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float = 1.0
+    min_p: float = 0.0
+    max_new_tokens: int = 512
+    max_notes: int | None = None
+    max_duration: float | None = None  # seconds of generated music
+    context_keep: float = 0.5  # share of the window kept when a continuation slides
+    fast: bool = True  # FastRunner; False: GPT.forward with model.KVCache (the reference path)
+
+    def __post_init__(self):
+        self.sampling  # noqa: B018 (validates the sampling options)
+        if self.n_samples < 1:
+            raise GenerationError(f"n_samples={self.n_samples}: must be >= 1")
+        if self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
+        if self.max_notes is not None and self.max_notes < 1:
+            raise GenerationError(f"max_notes={self.max_notes}: must be >= 1 (or None)")
+        if self.max_duration is not None and not self.max_duration > 0:
+            raise GenerationError(f"max_duration={self.max_duration}: must be > 0 seconds (or None)")
+        if not 0 < self.context_keep < 1:
+            raise GenerationError(f"context_keep={self.context_keep}: must be in (0, 1)")
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        try:
+            return SamplingConfig(self.temperature, self.top_k, self.top_p, self.min_p)
+        except ValueError as error:
+            raise GenerationError(str(error)) from error
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.n_samples)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_config(config: GenerationConfig | None = None, **options) -> GenerationConfig:
+    unknown = set(options) - set(GenerationConfig.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown generation options: {sorted(unknown)}")
+    return replace(config or GenerationConfig(), **options)
+
+
+@dataclass
+class TokenSample:
+    """One sample's generated ids (prompt excluded, stop token excluded)."""
+
+    ids: np.ndarray
+    seed: int
+    stop_reason: str
+
+
+@dataclass
+class Generation:
+    """One generated sample, with what it goes with.
+
+    ``notes``: the generated notes only (a continuation, or a task's target), on the clock of
+    ``context`` (the prompt, or the task's source). ``piece``: context and notes together (for a task
+    whose target replaces its source, such as denoising, only the notes).
+    """
+
+    notes: pd.DataFrame
+    context: pd.DataFrame
+    ids: np.ndarray
+    seed: int
+    stop_reason: str
+    settings: dict = field(default_factory=dict)
+    combine: bool = True
+    reference: pd.DataFrame | None = None  # task completion: the true target, when known
+
+    @property
+    def piece(self) -> pd.DataFrame:
+        if not self.combine:
+            return self.notes
+        return playable(pd.concat([self.context, self.notes], ignore_index=True))
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    def metadata(self) -> dict:
+        """``key=value`` pairs for ``write_notes(..., metadata=...)``: settings, seed, how it stopped."""
+        meta = {"generator": "piano_gpt.generation"}
+        meta.update(
+            {k: v for k, v in self.settings.items() if v is not None and k not in ("seed", "n_samples")}
+        )
+        meta.update(
+            seed=self.seed,
+            stop_reason=self.stop_reason,
+            generated_tokens=self.n_tokens,
+            generated_notes=len(self.notes),
+        )
+        return meta
+
+
+# --- vocabulary tables ------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenTables:
+    """Per-id facts the decoding loop needs, as tensors on the model's device."""
+
+    time_units: torch.Tensor  # how far each id advances the clock
+    note_counts: torch.Tensor  # how many notes each id starts
+    music: torch.Tensor  # ids that may be drawn in a continuation
+    genai_id: int | None
+    eogenai_id: int | None
+
+
+def note_on_counts(tokenizer: MidiTokenizer) -> np.ndarray:
+    """For each id, how many notes it starts (NOTE_ON tokens; a BPE token may hold several)."""
+    size = tokenizer.vocab_size
+    counts = np.zeros(size, np.int64)
+    if hasattr(tokenizer, "note_on_ids"):
+        counts[np.asarray(tokenizer.note_on_ids)] = 1
+        return counts
+    base = getattr(tokenizer, "base", None)
+    if base is not None and hasattr(tokenizer, "token_base_ids"):
+        base_counts = note_on_counts(base)
+        return np.array([base_counts[tokenizer.token_base_ids(i)].sum() for i in range(size)], np.int64)
+    return np.array([len(tokenizer.decode([i])) for i in range(size)], np.int64)
+
+
+def token_tables(tokenizer: MidiTokenizer, device: torch.device | str = "cpu") -> TokenTables:
+    size = tokenizer.vocab_size
+    music = np.ones(size, bool)
+    music[np.asarray(tokenizer.special_token_ids(), dtype=np.int64)] = False
+    for token in (PAD_TOKEN, CLS_TOKEN, GENAI_TOKEN, EOGENAI_TOKEN):
+        if token in tokenizer.token_to_id:
+            music[tokenizer.token_to_id[token]] = False
+    return TokenTables(
+        time_units=torch.as_tensor(np.asarray(tokenizer.token_time_units(), np.int64), device=device),
+        note_counts=torch.as_tensor(note_on_counts(tokenizer), device=device),
+        music=torch.as_tensor(music, device=device),
+        genai_id=tokenizer.token_to_id.get(GENAI_TOKEN),
+        eogenai_id=tokenizer.token_to_id.get(EOGENAI_TOKEN),
+    )
+
+
+def window_time(ids: torch.Tensor, time_units: torch.Tensor, reset_id: int | None) -> torch.Tensor:
+    """``tokenizer.music_time`` of a window ``(B, T)``, unclamped: running time, restarted after ``reset_id``."""
+    time = time_units[ids].cumsum(dim=-1)
+    if reset_id is not None:
+        is_reset = ids == reset_id
+        if bool(is_reset.any()):
+            time = time - torch.where(is_reset, time, torch.zeros_like(time)).cummax(dim=-1).values
+    return time
+
+
+# --- the decoding loop ------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def sample_ids(
+    model: GPT,
+    tokenizer: MidiTokenizer,
+    prompt_ids,
+    config: GenerationConfig | None = None,
+    n_prefix: int = 0,
+    **options,
+) -> list[TokenSample]:
+    """Sample ``config.n_samples`` continuations of ``prompt_ids`` (one sequence of ids).
+
+    ``n_prefix``: how many leading prompt ids are conditioning tokens, kept when the window slides.
+    A prompt holding ``<GENAI>`` is a task completion: ``<EOGENAI>`` may end it, and it stops
+    (``context``) rather than slide when the window is full.
+    """
+    config = make_config(config, **options)
+    parameter = next(model.parameters())
+    device = parameter.device
+    block, max_time = model.config.block_size, model.config.max_music_time
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise GenerationError(
+            f"the tokenizer has {tokenizer.vocab_size} ids and the model {model.config.vocab_size}: "
+            "use the tokenizer saved with the checkpoint"
+        )
+    tables = token_tables(tokenizer, device)
+    prompt = torch.as_tensor(np.asarray(prompt_ids, dtype=np.int64).reshape(-1), device=device)
+    if len(prompt) == 0:
+        raise GenerationError("empty prompt: give prompt notes or a conditioning token (composer, dataset)")
+    if int(prompt.min()) < 0 or int(prompt.max()) >= tokenizer.vocab_size:
+        raise GenerationError(f"prompt ids must lie in 0..{tokenizer.vocab_size - 1}")
+    is_task = tables.genai_id is not None and bool((prompt == tables.genai_id).any())
+    keep = max(int(block * config.context_keep), n_prefix + 1)
+    if n_prefix >= keep or (is_task and len(prompt) >= block):
+        raise GenerationError(
+            f"the prompt ({len(prompt)} tokens, {n_prefix} of them conditioning) leaves no room in the "
+            f"model's {block}-token context"
+        )
+
+    B = config.n_samples
+    allowed = tables.music.clone()
+    if is_task and tables.eogenai_id is not None:
+        allowed[tables.eogenai_id] = True
+    sampler = Sampler(config.sampling, config.seeds, allowed)
+    runner = RUNNERS["fast" if config.fast else "model"](model, B)
+
+    def window_of(history: torch.Tensor) -> torch.Tensor:
+        if history.size(1) < block:
+            return history
+        return torch.cat([history[:, :n_prefix], history[:, history.size(1) - (keep - n_prefix) :]], dim=1)
+
+    def prime(window: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        time = window_time(window, tables.time_units, tables.genai_id)
+        logits = runner.prefill(window, time.clamp(max=max_time - 1), batch_size)
+        return logits, time[:, -1].expand(B).clone()
+
+    logits, time_now = prime(window_of(prompt[None]), B if B > 1 else None)
+
+    out = torch.zeros(B, config.max_new_tokens, dtype=torch.long, device=device)
+    lengths = [config.max_new_tokens] * B
+    reasons = [STOP_MAX_NEW_TOKENS] * B
+    active = torch.ones(B, dtype=torch.bool, device=device)
+    check_eogenai = is_task and tables.eogenai_id is not None
+    notes = torch.zeros(B, dtype=torch.long, device=device) if config.max_notes is not None else None
+    elapsed = torch.zeros(B, dtype=torch.long, device=device) if config.max_duration is not None else None
+    max_units = math.floor(config.max_duration / tokenizer.time_unit + 1e-6) if elapsed is not None else 0
+    steps = config.max_new_tokens
+    for step in range(steps):
+        token = sampler(logits)
+        out[:, step] = token
+        if check_eogenai or notes is not None or elapsed is not None:
+            hits = {}
+            if check_eogenai:
+                hits[STOP_EOGENAI] = token == tables.eogenai_id
+            if notes is not None:
+                notes += tables.note_counts[token]
+                hits[STOP_MAX_NOTES] = notes > config.max_notes
+            if elapsed is not None:
+                elapsed += tables.time_units[token]
+                hits[STOP_MAX_DURATION] = elapsed > max_units
+            stopped = torch.stack(list(hits.values())).any(dim=0) & active
+            if bool(stopped.any()):
+                for row in stopped.nonzero().flatten().tolist():
+                    lengths[row] = step
+                    reasons[row] = next(name for name, hit in hits.items() if bool(hit[row]))
+                active &= ~stopped
+                if not bool(active.any()):
+                    break
+        if step == steps - 1:
+            break
+        if runner.length >= block:
+            if is_task:
+                for row in active.nonzero().flatten().tolist():
+                    lengths[row], reasons[row] = step + 1, STOP_CONTEXT
+                break
+            history = torch.cat([prompt[None].expand(B, -1), out[:, : step + 1]], dim=1)
+            logits, time_now = prime(window_of(history), None)
+        else:
+            time_now = time_now + tables.time_units[token]
+            logits = runner.step(token, time_now.clamp(max=max_time - 1))
+
+    out = out.cpu().numpy()
+    return [
+        TokenSample(out[row, : lengths[row]].copy(), seed, reasons[row])
+        for row, seed in enumerate(config.seeds)
+    ]
+
+
+# --- continuation -------------------------------------------------------------------------------------
+
+
+def playable(notes: pd.DataFrame) -> pd.DataFrame:
+    """A canonical note table a piano (and a MIDI file) can hold: a pitch struck twice at one time is
+    one note (the loudest), and a note ends when its key is struck again."""
+    notes = clip_same_pitch_overlaps(notes)
+    return make_notes(notes["pitch"], notes["velocity"], notes["start"], notes["end"])
+
+
+def as_notes(notes) -> pd.DataFrame:
+    if notes is None:
+        return empty_notes()
+    if not isinstance(notes, pd.DataFrame):
+        notes = pd.DataFrame(dict(notes))
+    return make_notes(notes["pitch"], notes["velocity"], notes["start"], notes["end"])
+
+
+def _shift(notes: pd.DataFrame, seconds: float) -> pd.DataFrame:
+    if seconds == 0 or len(notes) == 0:
+        return notes
+    return notes.assign(start=notes["start"] + seconds, end=notes["end"] + seconds)
+
+
+def generate_samples(
+    model: GPT,
+    tokenizer: MidiTokenizer,
+    prompt_notes=None,
+    config: GenerationConfig | None = None,
+    *,
+    composer: str | None = None,
+    dataset: str | None = None,
+    **options,
+) -> list[Generation]:
+    """Continue ``prompt_notes`` (a note table); ``n_samples`` Generations, notes on the prompt's clock.
+
+    The prompt is encoded from its first note (its absolute offset is restored on the output);
+    ``composer`` / ``dataset`` put their conditioning tokens first (kept when the window slides).
+    """
+    config = make_config(config, **options)
+    prompt = as_notes(prompt_notes)
+    offset = float(prompt["start"].min()) if len(prompt) else 0.0
+    prompt_ids = list(tokenizer.encode(_shift(prompt, -offset)))
+    conditioning = prefix_ids(tokenizer, composer=composer, dataset=dataset)
+    samples = sample_ids(model, tokenizer, conditioning + prompt_ids, config, n_prefix=len(conditioning))
+    n_prompt_notes = len(tokenizer.decode(prompt_ids))
+    settings = {"mode": "continuation", **config.to_dict(), "composer": composer, "dataset": dataset}
+    generations = []
+    for sample in samples:
+        decoded = tokenizer.decode(np.concatenate([np.asarray(prompt_ids, np.int64), sample.ids]))
+        notes = playable(_shift(decoded.iloc[n_prompt_notes:].reset_index(drop=True), offset))
+        generations.append(Generation(notes, prompt, sample.ids, sample.seed, sample.stop_reason, settings))
+    return generations
+
+
+def generate(
+    model: GPT,
+    tokenizer: MidiTokenizer,
+    prompt_notes=None,
+    config: GenerationConfig | None = None,
+    **options,
+) -> list[pd.DataFrame]:
+    """The continuations of ``prompt_notes`` (generated notes only, on the prompt's clock); options as
+    :class:`GenerationConfig` plus ``composer`` and ``dataset``."""
+    return [g.notes for g in generate_samples(model, tokenizer, prompt_notes, config, **options)]
+
+
+# --- task completion ----------------------------------------------------------------------------------
+
+
+def complete_samples(
+    model: GPT,
+    tokenizer: MidiTokenizer,
+    prompt_ids,
+    config: GenerationConfig | None = None,
+    context: pd.DataFrame | None = None,
+    **options,
+) -> list[Generation]:
+    """Complete a prompt that ends with ``<GENAI>``: generate until ``<EOGENAI>`` (or a budget) and
+    decode what follows ``<GENAI>`` (music time restarts there, so these notes are on the clock the
+    target was encoded with: the source's, in the task layout)."""
+    config = make_config(config, **options)
+    prompt_ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+    genai_id = tokenizer.token_to_id.get(GENAI_TOKEN)
+    if genai_id is None or len(prompt_ids) == 0 or prompt_ids[-1] != genai_id:
+        raise GenerationError(f"a task completion prompt ends with {GENAI_TOKEN}")
+    samples = sample_ids(model, tokenizer, prompt_ids, config)
+    settings = {"mode": "completion", **config.to_dict()}
+    context = empty_notes() if context is None else context
+    return [
+        Generation(playable(tokenizer.decode(s.ids)), context, s.ids, s.seed, s.stop_reason, settings)
+        for s in samples
+    ]
+
+
+def complete(
+    model: GPT, tokenizer: MidiTokenizer, prompt_ids, config: GenerationConfig | None = None, **options
+) -> list[pd.DataFrame]:
+    """The notes generated after ``<GENAI>`` for each sample (see :func:`complete_samples`)."""
+    return [g.notes for g in complete_samples(model, tokenizer, prompt_ids, config, **options)]

@@ -1,0 +1,234 @@
+"""Incremental decoding backends: a KV cache and the music time embedding advanced one token a step.
+
+Both runners have the same interface:
+
+- ``prefill(ids, time_steps, batch_size=None) -> logits``: empty the cache and run a whole window
+  (``ids`` ``(B, T)``); returns the logits of the last position ``(B, V)``. With ``batch_size`` the one
+  row given (``B == 1``) is the prompt of all ``batch_size`` samples: FastRunner computes and keeps
+  its keys and values once; ModelRunner runs it for every row (``KVCache`` holds whole batches);
+- ``step(tokens, time_steps) -> logits``: one new token per row (``(B,)`` each); logits ``(B, V)``;
+- ``length`` (positions filled) and ``capacity`` (the model's ``block_size``).
+
+:class:`ModelRunner` is the reference: ``GPT.forward`` with ``model.KVCache``. :class:`FastRunner`
+computes the same function from the same weights with less work per token. On a CPU, decoding a
+small model is bound by memory traffic (weights and cache) and per-op overhead, not by FLOPs, so it:
+
+1. runs every linear layer of a step as ``W @ x.T`` on the weight as stored: for a few rows this GEMM
+   streams ``W`` with every core, where ``F.linear``'s ``x @ W.T`` (a GEMV for one row) reaches about
+   half the bandwidth; a single sample is padded to two rows to stay on the GEMM path;
+2. keeps the keys and values of a prompt shared by the whole batch once, and attends to them with one
+   ``(H, B, D) @ (H, D, P)`` product per layer, instead of reading B copies (n samples of one prompt:
+   the usual case);
+3. folds the attention scale ``1/sqrt(head_dim)`` into the query weights and skips dropout and the
+   module-call machinery.
+
+The two agree to float rounding (the tests hold the logits to 1e-4).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from piano_gpt.model import GPT, KVCache
+
+
+class ModelRunner:
+    """Decoding through ``GPT.forward`` and its ``KVCache`` (the reference path)."""
+
+    def __init__(self, model: GPT, batch_size: int):
+        self.model = model
+        parameter = next(model.parameters())
+        self.cache = KVCache(
+            model.config, batch_size, model.config.block_size, parameter.device, parameter.dtype
+        )
+        self.batch_size = batch_size
+        self.capacity = model.config.block_size
+
+    @property
+    def length(self) -> int:
+        return self.cache.length
+
+    def prefill(
+        self, ids: torch.Tensor, time_steps: torch.Tensor, batch_size: int | None = None
+    ) -> torch.Tensor:
+        self.cache.reset()
+        if batch_size is not None and batch_size != ids.size(0):
+            # KVCache takes whole batches: the shared prompt is run for every row.
+            ids, time_steps = ids.expand(batch_size, -1), time_steps.expand(batch_size, -1)
+        logits, _ = self.model(ids, time_steps, cache=self.cache)
+        return logits[:, -1]
+
+    def step(self, tokens: torch.Tensor, time_steps: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.model(tokens[:, None], time_steps[:, None], cache=self.cache)
+        return logits[:, -1]
+
+
+class _Layer:
+    __slots__ = (
+        "ln1_w",
+        "ln1_b",
+        "qkv",
+        "qkv_b",
+        "proj",
+        "proj_b",
+        "ln2_w",
+        "ln2_b",
+        "fc",
+        "fc_b",
+        "fc2",
+        "fc2_b",
+    )
+
+
+def _weights(linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
+
+
+def _linear_t(weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``(x @ weight.T + bias).T`` as ``(out, B)`` for row-major ``x`` ``(B, in)``.
+
+    ``weight @ x.T`` is the GEMM form that runs fastest here for a handful of rows (see FastRunner).
+    """
+    return torch.mm(weight, x.t()) if bias is None else torch.addmm(bias[:, None], weight, x.t())
+
+
+class FastRunner:
+    """The model's decoding function with a lean per-token path (see the module docstring).
+
+    A step keeps the residual stream row-major ``(rows, C)``; linear layers give ``(out, rows)``
+    (``W @ x.T``), read back through a transposed view. Spare rows (when the batch is smaller than
+    ``MIN_ROWS``) carry zeros through the MLPs and are never attended to nor returned.
+    """
+
+    MIN_ROWS = 2
+
+    def __init__(self, model: GPT, batch_size: int):
+        config = model.config
+        transformer = model.transformer
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.n_embd, self.n_head = config.n_embd, config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.capacity = config.block_size
+        self.max_time = config.max_music_time
+        self.batch_size = batch_size
+        self.rows = max(batch_size, self.MIN_ROWS)
+        self.wte = transformer.wte.weight.detach()
+        self.wpe = transformer.wpe.weight.detach()
+        self.wtime = transformer.wtime.weight.detach() if config.music_time_embedding else None
+        self.lnf_w, self.lnf_b = _weights(transformer.ln_f)
+        self.head = model.lm_head.weight.detach()
+        scale = torch.ones(3 * config.n_embd, device=self.device, dtype=self.dtype)
+        scale[: config.n_embd] = 1.0 / math.sqrt(self.head_dim)  # folded into the queries
+        self.layers = []
+        for block in transformer.h:
+            layer = _Layer()
+            layer.ln1_w, layer.ln1_b = _weights(block.ln_1)
+            layer.ln2_w, layer.ln2_b = _weights(block.ln_2)
+            qkv, qkv_b = _weights(block.attn.c_attn)
+            layer.qkv = qkv * scale[:, None]
+            layer.qkv_b = None if qkv_b is None else qkv_b * scale
+            layer.proj, layer.proj_b = _weights(block.attn.c_proj)
+            layer.fc, layer.fc_b = _weights(block.mlp.c_fc)
+            layer.fc2, layer.fc2_b = _weights(block.mlp.c_proj)
+            self.layers.append(layer)
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, self.head_dim)
+        self.keys = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        self.values = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        # Keys and values of a prompt every row shares (after ``prefill(..., batch_size=...)``).
+        shape = (config.n_layer, config.n_head, config.block_size, self.head_dim)
+        self.shared_keys = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        self.shared_values = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        self.length = 0  # positions filled
+        self.shared = 0  # of which the first ``shared`` are in the shared cache
+
+    def _embed(self, ids: torch.Tensor, positions: torch.Tensor, time_steps: torch.Tensor) -> torch.Tensor:
+        x = F.embedding(ids, self.wte) + F.embedding(positions, self.wpe)
+        if self.wtime is not None:
+            x = x + F.embedding(time_steps.clamp(0, self.max_time - 1), self.wtime)
+        return x
+
+    def prefill(
+        self, ids: torch.Tensor, time_steps: torch.Tensor, batch_size: int | None = None
+    ) -> torch.Tensor:
+        B, T = ids.shape
+        if T > self.capacity:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.capacity}")
+        shared = batch_size is not None and batch_size != B
+        if shared and B != 1:
+            raise ValueError(f"a shared prompt is one row, got {B}")
+        C, H, D = self.n_embd, self.n_head, self.head_dim
+        positions = torch.arange(T, device=ids.device)
+        x = self._embed(ids, positions, time_steps).view(B * T, C)
+        for index, layer in enumerate(self.layers):
+            h = F.layer_norm(x, (C,), layer.ln1_w, layer.ln1_b)
+            qkv = F.linear(h, layer.qkv, layer.qkv_b).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, D)
+            if shared:
+                self.shared_keys[index, :, :T] = k[0]
+                self.shared_values[index, :, :T] = v[0]
+            else:
+                self.keys[index, :B, :, :T] = k
+                self.values[index, :B, :, :T] = v
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+            x = x + F.linear(y.transpose(1, 2).reshape(B * T, C), layer.proj, layer.proj_b)
+            h = F.layer_norm(x, (C,), layer.ln2_w, layer.ln2_b)
+            x = x + F.linear(F.gelu(F.linear(h, layer.fc, layer.fc_b)), layer.fc2, layer.fc2_b)
+        self.length = T
+        self.shared = T if shared else 0
+        last = F.layer_norm(x.view(B, T, C)[:, -1], (C,), self.lnf_w, self.lnf_b)
+        logits = F.linear(last, self.head)
+        return logits.expand(batch_size, -1) if shared else logits
+
+    def _attend(self, index: int, qkv_t: torch.Tensor, position: int, B: int) -> torch.Tensor:
+        """Attention of one new token per row; ``qkv_t`` is ``(3C, rows)``; returns ``(B, C)``."""
+        C, H, D, P = self.n_embd, self.n_head, self.head_dim, self.shared
+        own = position - P  # this token's slot in its row's own cache
+        q_heads = qkv_t[:C, :B].view(H, D, B).transpose(1, 2)  # (H, B, D)
+        keys, values = self.keys[index, :B], self.values[index, :B]
+        keys[:, :, own] = qkv_t[C : 2 * C, :B].view(H, D, B).permute(2, 0, 1)
+        values[:, :, own] = qkv_t[2 * C :, :B].view(H, D, B).permute(2, 0, 1)
+        q = q_heads.transpose(0, 1).unsqueeze(2).contiguous()  # (B, H, 1, D); contiguous: flash kernel
+        if P == 0:
+            y = F.scaled_dot_product_attention(q, keys[:, :, : own + 1], values[:, :, : own + 1], scale=1.0)
+            return y.view(B, C)
+        own_scores = torch.matmul(q, keys[:, :, : own + 1].transpose(-1, -2))  # (B, H, 1, G)
+        # The shared prompt is read once for the whole batch: (H, B, D) @ (H, D, P).
+        shared_scores = torch.matmul(q_heads, self.shared_keys[index, :, :P].transpose(-1, -2))  # (H, B, P)
+        scores = torch.cat([shared_scores.transpose(0, 1), own_scores.squeeze(2)], dim=-1)  # (B, H, P + G)
+        probs = torch.softmax(scores, dim=-1)
+        y = torch.matmul(probs[..., P:].unsqueeze(2), values[:, :, : own + 1]).squeeze(2)  # (B, H, D)
+        shared_y = torch.matmul(probs[..., :P].transpose(0, 1), self.shared_values[index, :, :P])  # (H, B, D)
+        return y.add_(shared_y.transpose(0, 1)).view(B, C)
+
+    def step(self, tokens: torch.Tensor, time_steps: torch.Tensor) -> torch.Tensor:
+        position = self.length
+        if position >= self.capacity:
+            raise ValueError(f"the cache is full ({self.capacity} tokens): re-prime it first")
+        B, C = tokens.size(0), self.n_embd
+        x = F.embedding(tokens, self.wte) + self.wpe[position]
+        if self.wtime is not None:
+            x = x + F.embedding(time_steps.clamp(0, self.max_time - 1), self.wtime)
+        padded = B < self.rows
+        if padded:  # spare rows: zeros, carried through the MLPs and never read
+            x = torch.cat([x, x.new_zeros(self.rows - B, C)])
+            y = x.new_zeros(self.rows, C)
+        for index, layer in enumerate(self.layers):
+            h = F.layer_norm(x, (C,), layer.ln1_w, layer.ln1_b)
+            attended = self._attend(index, _linear_t(layer.qkv, h, layer.qkv_b), position, B)
+            if padded:
+                y[:B] = attended
+                attended = y
+            x.add_(_linear_t(layer.proj, attended, layer.proj_b).t())
+            h = F.layer_norm(x, (C,), layer.ln2_w, layer.ln2_b)
+            g = F.gelu(_linear_t(layer.fc, h, layer.fc_b).t().contiguous())
+            x.add_(_linear_t(layer.fc2, g, layer.fc2_b).t())
+        self.length = position + 1
+        h = F.layer_norm(x, (C,), self.lnf_w, self.lnf_b)
+        return torch.mm(self.head, h.t()).t()[:B].contiguous()
+
+
+RUNNERS = {"fast": FastRunner, "model": ModelRunner}
