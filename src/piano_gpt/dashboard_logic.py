@@ -18,10 +18,9 @@ import inspect
 import json
 import os
 import re
-import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from piano_gpt.midi import (
     pitch_shift,
     score_to_notes,
 )
+from piano_gpt.registry import CheckpointInfo, list_checkpoints  # noqa: F401 (the dashboard's API)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNS_ENV = "PIANO_GPT_RUNS"
@@ -98,55 +98,8 @@ def read_uploaded_midi(
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-@dataclass
-class CheckpointInfo:
-    path: Path
-    label: str
-    modified: float
-    config: dict = field(default_factory=dict)
-
-    @property
-    def summary(self) -> str:
-        model = self.config.get("model", {})
-        parts = []
-        if self.config.get("parameter_count"):
-            parts.append(f"{self.config['parameter_count'] / 1e6:.2f}M parameters")
-        if model:
-            parts.append(f"{model.get('n_layer')} layers, context {model.get('block_size')}")
-        if self.config.get("tokenizer"):
-            parts.append(f"tokenizer {self.config['tokenizer']}")
-        parts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(self.modified)))
-        return ", ".join(str(p) for p in parts)
-
-
 def default_runs_root() -> str:
     return os.environ.get(RUNS_ENV) or DEFAULT_RUNS_ROOT
-
-
-def list_checkpoints(root: str | os.PathLike, max_depth: int = 4) -> list[CheckpointInfo]:
-    """Checkpoint directories (holding ``manifest.json``) under ``root``, newest first.
-
-    Unfinished writes (``*.tmp``) and parked previous versions (``*.old``) are left out.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        return []
-    found = []
-    base_depth = len(root.parts)
-    for current, dirs, files in os.walk(root):
-        here = Path(current)
-        dirs[:] = sorted(d for d in dirs if not d.endswith((".tmp", ".old")) and not d.startswith("."))
-        if len(here.parts) - base_depth >= max_depth:
-            dirs[:] = []
-        if "manifest.json" not in files:
-            continue
-        try:
-            config = json.loads((here / "config.json").read_text())
-        except (OSError, ValueError):
-            config = {}
-        label = str(here.relative_to(root)) if here != root else here.name
-        found.append(CheckpointInfo(here, label, (here / "manifest.json").stat().st_mtime, config))
-    return sorted(found, key=lambda info: (-info.modified, info.label))
 
 
 def load_model(path: str | os.PathLike, device: str | None = None):
