@@ -187,3 +187,20 @@ def test_compiled_model_trains(tmp_path):
         )
     )
     assert (run_dir / "c-last" / "model.safetensors").exists()
+
+
+def test_wandb_offline_needs_no_network(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = train(
+        config(
+            tmp_path,
+            "logging.wandb_log=true",
+            "logging.wandb_mode=offline",
+            "optimizer.max_iters=2",
+            "eval_interval=2",
+            "run_name=wb",
+        )
+    )
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert (run_dir / "log.jsonl").exists()  # local logs always
