@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from piano_gpt.train.checkpoint import CheckpointError, resolve_checkpoint, verify_checkpoint
-from piano_gpt.train.config import ConfigError
+from piano_gpt.train.config import ConfigError, command_line_problem
 from piano_gpt.train.loop import summarize_log, train
 
 
@@ -42,4 +42,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    problem = command_line_problem(sys.argv[1:])  # unknown keys, bad syntax: one line, before Hydra
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

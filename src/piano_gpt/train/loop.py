@@ -129,7 +129,7 @@ class JsonlLog:
 
 def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     """Run training as configured; returns the run directory."""
-    validate_config(cfg)
+    validate_config(cfg, resume_from)
     # ---- setup ------------------------------------------------------------------------------------
     ddp, rank, local_rank, world = setup_distributed()
     master = rank == 0
