@@ -89,10 +89,21 @@ def _label(item) -> str:
 
 
 def shards_key(dataset_cfg: dict, tokenizer: MidiTokenizer) -> str:
-    """Shards depend on what the dataset config names and on the tokenizer."""
+    """Shards depend on what the dataset config names and on the tokenizer's note encoding.
+
+    Special tokens (composers, tasks) never appear in encoded notes, so they are left out of the key:
+    adding them to a tokenizer does not re-tokenize a corpus.
+    """
     relevant = {k: dataset_cfg.get(k) for k in ("type", "path", "base_datasets", "extra_datasets")}
-    payload = json.dumps({"dataset": relevant, "tokenizer": tokenizer.to_dict(), "format": SHARD_FORMAT})
+    encoding = _without_special_tokens(tokenizer.to_dict())
+    payload = json.dumps({"dataset": relevant, "tokenizer": encoding, "format": SHARD_FORMAT}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _without_special_tokens(data):
+    if isinstance(data, dict):
+        return {k: _without_special_tokens(v) for k, v in data.items() if k != "special_tokens"}
+    return data
 
 
 def _pool(n_workers: int, tokenizer: MidiTokenizer) -> cf.ProcessPoolExecutor:

@@ -158,6 +158,13 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
 
     # ---- tokenizer and data -----------------------------------------------------------------------
     tokenizer = build_tokenizer(cfg)
+    init_from = resume_from or (cfg.get("checkpoint_path") if cfg.task == "piano_tasks" else None)
+    if not init_from and cfg.init_from not in (None, "scratch"):
+        init_from = cfg.init_from
+    init_model = None
+    if init_from:
+        # Start from the checkpoint's own tokenizer: its special tokens keep their ids (and embeddings).
+        init_model, tokenizer, _ = load_checkpoint(init_from)
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     # Rank 0 builds the shards; the others wait, then open what it built.
     if master:
@@ -176,15 +183,8 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     train_data, val_data = make_datasets(cfg, tokenizer, shards, augmentation, with_composer, model_cfg)
 
     # ---- model -------------------------------------------------------------------------------------
-    init_from = resume_from or (cfg.get("checkpoint_path") if cfg.task == "piano_tasks" else None)
-    if not init_from and cfg.init_from not in (None, "scratch"):
-        init_from = cfg.init_from
-    if init_from:
-        model, loaded_tokenizer, _ = load_checkpoint(init_from)
-        if loaded_tokenizer.vocab_size != tokenizer.vocab_size:
-            raise ValueError(
-                f"{init_from}: its tokenizer has {loaded_tokenizer.vocab_size} tokens, ours {tokenizer.vocab_size}"
-            )
+    if init_model is not None:
+        model = init_model
         model.train()
     else:
         model = build_model(cfg, tokenizer)
