@@ -432,25 +432,23 @@ def find_trained_tokenizer(cfg) -> AwesomeMidiTokenizer:
     none, or when the file there is not a matching awesome tokenizer."""
     from piano_gpt.train.config import ConfigError
 
+    def problem(what: str) -> ConfigError:
+        commands = "\n".join(f"  {line}" for line in tokenizer_training_commands(cfg))
+        return ConfigError(f"tokenizer=awesome: {what}. Train it first:\n{commands}")
+
     path = trained_tokenizer_path(cfg.dataset, cfg.tokenizer)
-    commands = "\n".join(f"  {line}" for line in tokenizer_training_commands(cfg))
     if not path.exists():
-        raise ConfigError(
-            f"tokenizer=awesome: no tokenizer trained for this dataset and tokenizer config ({path} does "
-            f"not exist). Train it first:\n{commands}"
-        )
+        raise problem(f"no tokenizer trained for this dataset and tokenizer config ({path} does not exist)")
     try:
         tokenizer = load_tokenizer(path)
     except ValueError as error:
-        raise ConfigError(f"{error}; delete it and train it again:\n{commands}") from error
+        raise problem(f"{error}; delete it") from error
     if not isinstance(tokenizer, AwesomeMidiTokenizer):
-        raise ConfigError(
-            f"{path} holds a {tokenizer.name} tokenizer, not an awesome one; retrain:\n{commands}"
-        )
+        raise problem(f"{path} holds a {tokenizer.name} tokenizer, not an awesome one; delete it")
     want = base_tokenizer_from_config(cfg.tokenizer).to_dict()
     have = tokenizer.base.to_dict()
-    if {k: v for k, v in have.items() if k != "special_tokens"} != {
-        k: v for k, v in want.items() if k != "special_tokens"
-    }:
-        raise ConfigError(f"{path} was trained over another base tokenizer ({have}); retrain:\n{commands}")
+    want.pop("special_tokens", None)
+    have.pop("special_tokens", None)
+    if have != want:
+        raise problem(f"{path} was trained over another base tokenizer ({have}); delete it")
     return tokenizer
