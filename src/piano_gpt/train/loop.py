@@ -157,7 +157,6 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     tokens_per_step = accumulation * batch * cfg.data.context_size
 
     # ---- tokenizer and data -----------------------------------------------------------------------
-    tokenizer = build_tokenizer(cfg)
     init_from = resume_from or (cfg.get("checkpoint_path") if cfg.task == "piano_tasks" else None)
     if not init_from and cfg.init_from not in (None, "scratch"):
         init_from = cfg.init_from
@@ -165,6 +164,8 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     if init_from:
         # Start from the checkpoint's own tokenizer: its special tokens keep their ids (and embeddings).
         init_model, tokenizer, _ = load_checkpoint(init_from)
+    else:
+        tokenizer = build_tokenizer(cfg)
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     # Rank 0 builds the shards; the others wait, then open what it built.
     if master:
