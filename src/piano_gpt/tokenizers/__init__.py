@@ -1,5 +1,6 @@
 """Tokenizers: notes <-> token ids. Every tokenizer shares :class:`MidiTokenizer`."""
 
+from piano_gpt.tokenizers.awesome import AwesomeMidiTokenizer, tokenizer_config_hash
 from piano_gpt.tokenizers.base import (
     CLS_TOKEN,
     EOGENAI_TOKEN,
@@ -10,7 +11,6 @@ from piano_gpt.tokenizers.base import (
     tokenizer_from_dict,
 )
 from piano_gpt.tokenizers.exponential import ExponentialTimeTokenizer
-from piano_gpt.tokenizers.awesome import AwesomeMidiTokenizer, tokenizer_config_hash  # noqa: E402
 
 __all__ = [
     "AwesomeMidiTokenizer",
