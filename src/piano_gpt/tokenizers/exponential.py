@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from piano_gpt.midi import empty_notes, make_notes
+from piano_gpt.midi import empty_notes
 from piano_gpt.tokenizers.base import (
     CLS_TOKEN,
     EOGENAI_TOKEN,
@@ -80,6 +80,8 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         self._value[self.velocity_ids] = np.arange(self.n_velocity_bins)
         self._value[self.time_ids] = self.time_steps
         self._time_units = np.where(self._kind == 4, self._value, 0)
+        self._default_velocity_bin = int(self.velocity_bin(64))
+        self._bin_velocities = self.bin_velocity(np.arange(self.n_velocity_bins))  # bin -> MIDI velocity
 
     def add_special_tokens(self, tokens: list[str]) -> list[int]:
         for token in tokens:
@@ -133,18 +135,21 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         velocity_bin = self.velocity_bin(notes["velocity"].to_numpy()[keep])
 
         n = len(pitch)
-        times = np.concatenate([end, start])
-        is_on = np.concatenate([np.zeros(n, bool), np.ones(n, bool)])
-        note_index = np.concatenate([np.arange(n), np.arange(n)])
-        # NOTE_OFF before NOTE_ON at equal times; then by pitch, for a canonical order.
+        times = np.concatenate([end, start])  # events: the n note offs, then the n note ons
         event_pitch = np.concatenate([pitch, pitch])
-        order = np.lexsort((event_pitch, is_on, times))
-        times, is_on, note_index, event_pitch = (
-            times[order],
-            is_on[order],
-            note_index[order],
-            event_pitch[order],
-        )
+        # NOTE_OFF before NOTE_ON at equal times; then by pitch, for a canonical order (stable): one
+        # sort of the key (time, on, pitch) packed in an int64 (times are >= 0 here, pitches < 128).
+        if int(times.max()) < 2**54:
+            key = times << 8
+            key[n:] |= 128
+            key |= event_pitch
+            order = np.argsort(key, kind="stable")
+        else:
+            is_on = np.concatenate([np.zeros(n, bool), np.ones(n, bool)])
+            order = np.lexsort((event_pitch, is_on, times))
+        is_on = order >= n
+        note_index = np.where(is_on, order - n, order)
+        times, event_pitch = times[order], event_pitch[order]
 
         gaps = np.diff(times, prepend=0)
         largest = self.time_steps[-1]
@@ -164,23 +169,13 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         rows[:, -1] = np.where(
             is_on, self.note_on_ids[event_pitch - MIN_PITCH], self.note_off_ids[event_pitch - MIN_PITCH]
         )
-        # Runs of the largest time token go before each row.
-        row_lengths = (rows >= 0).sum(axis=1)
-        lengths = n_largest + row_lengths
-        output = np.empty(int(lengths.sum()), np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        # Fill largest-step runs.
-        run_events = np.repeat(np.arange(n_events), n_largest)
-        run_positions = offsets[run_events] + (
-            np.arange(len(run_events))
-            - np.repeat(np.concatenate([[0], np.cumsum(n_largest)[:-1]]), n_largest)
-        )
-        output[run_positions] = self.time_ids[-1]
-        # Fill the rows' present cells, in column order, after each run.
         present = rows >= 0
-        column_rank = np.cumsum(present, axis=1) - 1
-        row_positions = (offsets + n_largest)[:, None] + column_rank
-        output[row_positions[present]] = rows[present]
+        output = rows[present]  # row by row, each row's cells in column order
+        if n_largest.any():
+            # Runs of the largest time token go before each row.
+            row_lengths = present.sum(axis=1)
+            row_starts = np.cumsum(row_lengths) - row_lengths
+            output = np.insert(output, np.repeat(row_starts, n_largest), self.time_ids[-1])
         return output
 
     # --- decode -------------------------------------------------------------------------------------
@@ -193,37 +188,47 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         if len(ids) == 0:
             return empty_notes()
         kind = self._kind[ids]
-        value = self._value[ids]
         time = np.cumsum(self._time_units[ids])
-        total_time = time[-1] if len(time) else 0
+        total_time = time[-1]
 
-        # Velocity in force at each token: the latest VELOCITY token before it (default: bin of 64).
-        is_velocity = kind == 3
-        last_velocity_pos = np.maximum.accumulate(np.where(is_velocity, np.arange(len(ids)), -1))
-        default_bin = int(self.velocity_bin(64))
-        velocity_bin = np.where(last_velocity_pos >= 0, value[np.maximum(last_velocity_pos, 0)], default_bin)
-
-        event = (kind == 1) | (kind == 2)
-        ev_on = kind[event] == 1
-        ev_pitch = value[event]
-        ev_time = time[event]
-        ev_velocity = velocity_bin[event]
-        if len(ev_pitch) == 0:
+        events = np.flatnonzero((kind == 1) | (kind == 2))  # positions of NOTE_ON / NOTE_OFF tokens
+        if len(events) == 0:
             return empty_notes()
-        # Group events by pitch, keeping sequence order; a note on ends at the next event of its pitch.
-        order = np.lexsort((np.arange(len(ev_pitch)), ev_pitch))
-        p, on, t, v = ev_pitch[order], ev_on[order], ev_time[order], ev_velocity[order]
-        same_next = np.concatenate([p[1:] == p[:-1], [False]])
-        next_time = np.concatenate([t[1:], [total_time]])
-        end = np.where(same_next, next_time, total_time)
-        start = t[on]
-        end = end[on]
+        ev_pitch = self._value[ids[events]]
+        ev_on = kind[events] == 1
+        ev_time = time[events]
+        # A note on ends at the next event of its pitch (or at the end): group events by pitch, keeping
+        # sequence order (a stable sort of pitches 21..108, as uint8: a radix sort).
+        order = np.argsort(ev_pitch.astype(np.uint8), kind="stable")
+        p, t = ev_pitch[order], ev_time[order]
+        next_time = np.empty_like(t)
+        next_time[:-1] = np.where(p[1:] == p[:-1], t[1:], total_time)
+        next_time[-1] = total_time
+        ev_end = np.empty_like(t)
+        ev_end[order] = next_time
+        pitch, start, end = ev_pitch[ev_on], ev_time[ev_on], ev_end[ev_on]
         end = np.where(end <= start, start + 1, end)  # dangling at the very end: one unit
-        return make_notes(
-            p[on],
-            self.bin_velocity(v[on]),
-            start * self._time_unit,
-            end * self._time_unit,
+
+        # Velocity of a note on: the latest VELOCITY token before it (default: the bin of 64).
+        velocity_positions = np.flatnonzero(kind == 3)
+        latest = np.searchsorted(velocity_positions, events[ev_on], side="right") - 1
+        if len(velocity_positions):
+            bins = self._value[ids[velocity_positions[np.maximum(latest, 0)]]]
+            bins = np.where(latest >= 0, bins, self._default_velocity_bin)
+        else:
+            bins = np.full(len(pitch), self._default_velocity_bin)
+
+        # The canonical note table (``make_notes``: sorted by start then pitch, stable), built directly:
+        # the notes are in sequence order, so their starts are already sorted.
+        final = np.lexsort((pitch, start))
+        return pd.DataFrame(
+            {
+                "pitch": pitch[final],
+                "velocity": self._bin_velocities[bins[final]],
+                "start": start[final] * self._time_unit,
+                "end": end[final] * self._time_unit,
+            },
+            copy=False,
         )
 
     # --- save / load --------------------------------------------------------------------------------
