@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from piano_gpt.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint
-from piano_gpt.train.loop import learning_rate, train
+from piano_gpt.train.loop import learning_rate, peak_flops, pick_device, train
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "src" / "piano_gpt" / "configs")
 REPO = Path(__file__).resolve().parents[1]
@@ -204,3 +204,21 @@ def test_wandb_offline_needs_no_network(tmp_path, monkeypatch):
     )
     assert list((run_dir / "wandb").glob("offline-run-*"))
     assert (run_dir / "log.jsonl").exists()  # local logs always
+
+
+def test_cuda_device_and_mfu_peak_on_a_single_gpu(tmp_path, monkeypatch):
+    """On one GPU the device must carry an index (torch.cuda.set_device rejects a bare "cuda") and MFU
+    is measured against that GPU's data-sheet peak. Found on an H100: set_device("cuda") raised."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    cfg = config(tmp_path)
+    assert pick_device(cfg, local_rank=0) == "cuda:0"
+    assert chosen == ["cuda:0"]
+    assert peak_flops(cfg, "cuda:0") == 989e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    assert peak_flops(cfg, "cuda:0") == 756e12
+    assert peak_flops(config(tmp_path, "system.peak_flops=1e12"), "cuda:0") == 1e12
+    assert peak_flops(cfg, "cpu") == 1e11

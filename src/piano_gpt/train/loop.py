@@ -44,6 +44,21 @@ from piano_gpt.train.config import build_tokenizer, validate_config
 # Peak dense bf16 FLOP/s used for MFU when system.peak_flops is not set (the CPU figure is a rough
 # 2-core AVX2 number: set system.peak_flops for your machine).
 PEAK_FLOPS = {"cuda": 312e12, "cpu": 1e11, "mps": 10e12}
+# Data-sheet dense bf16 peaks by GPU name, first match wins (PCIe parts run lower clocks).
+GPU_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12))
+
+
+def peak_flops(cfg: DictConfig, device: str) -> float:
+    """The FLOP/s that MFU is measured against: the config's, else the GPU's data sheet, else a default."""
+    if cfg.system.get("peak_flops"):
+        return float(cfg.system.peak_flops)
+    device_type = device.split(":")[0]
+    if device_type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS:
+            if key in name:
+                return flops
+    return PEAK_FLOPS.get(device_type, 1e11)
 
 
 def learning_rate(it: int, cfg: DictConfig) -> float:
@@ -74,7 +89,8 @@ def pick_device(cfg: DictConfig, local_rank: int) -> str:
     device = cfg.system.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and torch.cuda.device_count() > 1:
+    if device == "cuda":
+        # torch.cuda.set_device needs an index: one process per GPU, the local rank's (0 alone).
         device = f"cuda:{local_rank}"
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
@@ -155,6 +171,7 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     micro = cfg.training.get("microbatch_size") or batch
     micro_steps_per_rank = (accumulation // world) * (batch // micro)
     tokens_per_step = accumulation * batch * cfg.data.context_size
+    peak = peak_flops(cfg, device)
 
     # ---- tokenizer and data -----------------------------------------------------------------------
     init_from = resume_from or (cfg.get("checkpoint_path") if cfg.task == "piano_tasks" else None)
@@ -318,7 +335,6 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         iter_num += 1
         tokens_seen += tokens_per_step
         tokens_per_s = tokens_per_step / dt
-        peak = cfg.system.peak_flops or PEAK_FLOPS.get(device_type, 1e11)
         row.update(
             train_loss=loss_sum,
             lr=lr,
