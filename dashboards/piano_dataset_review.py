@@ -10,7 +10,6 @@ and velocity histogram, audio, its ExponentialTimeTokenizer tokens, the detokeni
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -22,17 +21,12 @@ import altair as alt  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from piano_gpt import dashboard_logic as dl  # noqa: E402
-from piano_gpt.audio import audio_backend, midi_bytes, render_wav  # noqa: E402
+from piano_gpt.audio import midi_bytes  # noqa: E402
+from piano_gpt.dashboard_widgets import cached_backend, cached_items, cached_wav, clamp_state, guarded  # noqa: E402
 from piano_gpt.plots import pianoroll_chart, plot_comparison, plot_pianoroll  # noqa: E402
 
-logger = logging.getLogger("piano_gpt.dashboards")
 SPLITS = ("train", "validation", "test")
 MAX_TOKENS_SHOWN = 2000
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def cached_items(kind: str, split: str, path: str) -> list:
-    return dl.load_dataset_items(kind, split, path)
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,38 +34,6 @@ def tokenizer():
     from piano_gpt.tokenizers import ExponentialTimeTokenizer
 
     return ExponentialTimeTokenizer()
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def cached_wav(notes) -> bytes:
-    return render_wav(notes)
-
-
-@st.cache_data(show_spinner=False)
-def cached_backend() -> str:
-    return audio_backend()[1]
-
-
-def guarded(section, *args):
-    """Run a page section; problems become st.error messages, never a traceback page."""
-    try:
-        return section(*args)
-    except dl.DashboardError as error:
-        st.error(str(error))
-    except Exception as error:  # the page must stay usable: log it, say it
-        logger.exception("piano_dataset_review: %s failed", getattr(section, "__name__", section))
-        st.error(
-            f"Something went wrong in {getattr(section, '__name__', 'this section')}: {type(error).__name__}: {error}"
-        )
-    return None
-
-
-def clamp_state(key: str, low, high) -> None:
-    """Forget a number widget's remembered value when it falls outside its new range (new record)."""
-    if key in st.session_state:
-        value = st.session_state[key]
-        if not low <= value <= high:
-            del st.session_state[key]  # the widget starts again from its default
 
 
 def choose_record():

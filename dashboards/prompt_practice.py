@@ -10,7 +10,6 @@ note index or seconds, transposed and re-timed. The logic lives in ``piano_gpt.d
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -22,51 +21,21 @@ import streamlit as st  # noqa: E402
 from streamlit.errors import StreamlitAPIException  # noqa: E402
 
 from piano_gpt import dashboard_logic as dl  # noqa: E402
-from piano_gpt.audio import audio_backend, midi_bytes, render_wav  # noqa: E402
+from piano_gpt.audio import midi_bytes  # noqa: E402
+from piano_gpt.dashboard_widgets import (  # noqa: E402
+    cached_backend,
+    cached_items,
+    cached_model,
+    cached_wav,
+    clamp_state,
+    guarded,
+)
 from piano_gpt.plots import pianoroll_chart, plot_comparison  # noqa: E402
 
-logger = logging.getLogger("piano_gpt.dashboards")
 SPLITS = ("validation", "test", "train")
 UPLOAD = "upload a MIDI file"
 RECORD = "dataset record"
 NO_COMPOSER = "(none)"
-
-
-# --- cached work ---------------------------------------------------------------------------------
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def cached_items(kind: str, split: str, path: str) -> list:
-    return dl.load_dataset_items(kind, split, path)
-
-
-@st.cache_resource(show_spinner=False, max_entries=2)
-def cached_model(path: str, stamp: float):
-    return dl.load_model(path)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def cached_wav(notes) -> bytes:
-    return render_wav(notes)
-
-
-@st.cache_data(show_spinner=False)
-def cached_backend() -> str:
-    return audio_backend()[1]
-
-
-def guarded(section, *args):
-    """Run a page section; problems become st.error messages, never a traceback page."""
-    try:
-        return section(*args)
-    except dl.DashboardError as error:
-        st.error(str(error))
-    except Exception as error:  # the page must stay usable: log it, say it
-        logger.exception("prompt_practice: %s failed", getattr(section, "__name__", section))
-        st.error(
-            f"Something went wrong in {getattr(section, '__name__', 'this section')}: {type(error).__name__}: {error}"
-        )
-    return None
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -138,14 +107,6 @@ def choose_upload():
     # The bytes are parsed in memory; the uploaded name is only ever displayed.
     notes = dl.read_uploaded_midi(uploaded.getvalue(), uploaded.name)
     return notes, dl.display_name(uploaded.name)
-
-
-def clamp_state(key: str, low, high) -> None:
-    """Forget a number widget's remembered value when it falls outside its new range (new record)."""
-    if key in st.session_state:
-        value = st.session_state[key]
-        if not low <= value <= high:
-            del st.session_state[key]  # the widget starts again from its default
 
 
 def edit(notes, label):
