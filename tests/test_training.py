@@ -222,3 +222,51 @@ def test_cuda_device_and_mfu_peak_on_a_single_gpu(tmp_path, monkeypatch):
     assert peak_flops(cfg, "cuda:0") == 756e12
     assert peak_flops(config(tmp_path, "system.peak_flops=1e12"), "cuda:0") == 1e12
     assert peak_flops(cfg, "cpu") == 1e11
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_match_one_and_resume_exactly(tmp_path):
+    """system.fsdp=true under torchrun (gloo on CPU): the same losses and weights as one process, a
+    resumed FSDP run bit-identical to an uninterrupted one, and its checkpoint resumable without FSDP."""
+    common = [
+        *TINY,
+        "eval_iters=3",  # not a multiple of 2 ranks: the padded evaluation batches must count zero
+        "eval_interval=2",
+        "optimizer.gradient_accumulation_steps=2",
+        f"out_dir={tmp_path}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+
+    def run(*args, launcher=(sys.executable,)):
+        done = subprocess.run([*launcher, "-m", "piano_gpt.train", *args], cwd=REPO, env=env, capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(*common, "optimizer.max_iters=4", "run_name=single")
+    run(*common, "optimizer.max_iters=4", "system.fsdp=true", "run_name=fsdp", launcher=torchrun)
+    run(*common, "optimizer.max_iters=2", "system.fsdp=true", "run_name=half", launcher=torchrun)
+    resume = ["--config-name=resume_training", "optimizer.max_iters=4"]
+    run(*resume, f"checkpoint_path={tmp_path / 'half' / 'half-last'}", launcher=torchrun)
+    run(*common, "optimizer.max_iters=2", "system.fsdp=true", "run_name=cross", launcher=torchrun)
+    run(*resume, f"checkpoint_path={tmp_path / 'cross' / 'cross-last'}")  # one process, no FSDP
+
+    def losses(name):
+        keep = ("iter", "train_loss", "val_loss")
+        return [{k: v for k, v in row.items() if k in keep} for row in log_rows(tmp_path / name)]
+
+    def weights(name):
+        return load_file(tmp_path / name / f"{name}-last" / "model.safetensors")
+
+    single, fsdp = losses("single"), losses("fsdp")
+    assert [r["iter"] for r in single] == [r["iter"] for r in fsdp] == [0, 1, 2, 3, 4]
+    for a, b in zip(single, fsdp):
+        for key in ("train_loss", "val_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5), (a, b)
+    assert losses("half") == fsdp  # resumed under FSDP: bit-identical
+    one, sharded, resumed = weights("single"), weights("fsdp"), weights("half")
+    assert sorted(one) == sorted(sharded)  # the same checkpoint files with or without FSDP
+    assert all(torch.allclose(one[k], sharded[k], atol=1e-6) for k in one)
+    assert all(torch.equal(sharded[k], resumed[k]) for k in sharded)
+    crossed = weights("cross")
+    assert all(torch.allclose(one[k], crossed[k], atol=1e-6) for k in one)

@@ -98,7 +98,11 @@ def restore_rng_state(tensors: dict, meta: dict, numpy_rng: np.random.Generator 
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    state = optimizer.state_dict()
+    return optimizer_state_to_tensors(optimizer.state_dict())
+
+
+def optimizer_state_to_tensors(state: dict) -> tuple[dict, dict]:
+    """An optimizer state dict (states keyed by parameter index) as tensors + JSON metadata."""
     tensors, meta_state = {}, {}
     for index, values in state["state"].items():
         meta_state[str(index)] = {}
@@ -110,13 +114,18 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": meta_state}
 
 
-def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+def optimizer_state_from_tensors(tensors: dict, meta: dict) -> dict:
+    """The inverse of :func:`optimizer_state_to_tensors`: a state dict keyed by parameter index."""
     state: dict[int, dict] = {int(i): dict(values) for i, values in meta["scalars"].items()}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    optimizer.load_state_dict(optimizer_state_from_tensors(tensors, meta))
 
 
 # --- save / load ---------------------------------------------------------------------------------

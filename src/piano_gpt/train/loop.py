@@ -11,6 +11,7 @@ exact and lets DDP ranks split the same global batch that a single process would
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -35,6 +36,8 @@ from piano_gpt.train.checkpoint import (
     load_checkpoint,
     load_training_state,
     optimizer_from_tensors,
+    optimizer_state_from_tensors,
+    optimizer_state_to_tensors,
     optimizer_to_tensors,
     restore_rng_state,
     save_checkpoint,
@@ -149,6 +152,7 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     # ---- setup ------------------------------------------------------------------------------------
     ddp, rank, local_rank, world = setup_distributed()
     master = rank == 0
+    fsdp = ddp and bool(cfg.system.get("fsdp", False))  # one process has nothing to shard
     device = pick_device(cfg, local_rank)
     device_type = "cuda" if device.startswith("cuda") else device
     dtype = pick_dtype(cfg, device_type)
@@ -208,6 +212,13 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         model = build_model(cfg, tokenizer)
     model.to(device)
     raw_model = model
+    checkpoint_model = model  # what checkpoints save: with FSDP, an unsharded CPU copy kept on rank 0
+    if fsdp:
+        from piano_gpt.train import sharding
+
+        if master:
+            checkpoint_model = copy.deepcopy(model).to("cpu")
+        sharding.shard_model(model)  # before the optimizer: it must hold the sharded parameters
     optimizer = model.configure_optimizers(
         cfg.optimizer.weight_decay,
         cfg.lr.learning_rate,
@@ -220,7 +231,11 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     wandb_id = None
     if resume_from:
         tensors, meta = load_training_state(resume_from)
-        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        if fsdp:
+            full = optimizer_state_from_tensors(tensors, meta["optimizer"])
+            sharding.load_full_optimizer_state(raw_model, optimizer, full)
+        else:
+            optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
         if meta.get("scaler"):
             scaler.load_state_dict(meta["scaler"])
         restore_rng_state(tensors, meta["rng"])
@@ -231,7 +246,7 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
 
     if cfg.system.compile:
         model = torch.compile(model)
-    if ddp:
+    if ddp and not fsdp:
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 
     run_name = cfg.run_name
@@ -251,11 +266,20 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         persistent_workers=False,
     )
     batches = iter(loader)
-    eval_batches = fixed_eval_batches(val_data, cfg.eval_iters, batch, rank, world)
+    eval_batches = fixed_eval_batches(val_data, cfg.eval_iters, batch, rank, world, equal_counts=fsdp)
 
     def checkpoint(name: str, val_loss: float | None) -> None:
+        # Every rank calls this: with FSDP, gathering the full state is a collective. Rank 0 writes.
+        if fsdp:
+            model_state, optimizer_state = sharding.gather_full_state(raw_model, optimizer)
+        if not master:
+            return
+        if fsdp:
+            checkpoint_model.load_state_dict(model_state)
+            opt_tensors, opt_meta = optimizer_state_to_tensors(optimizer_state)
+        else:
+            opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
         rng_tensors, rng_meta = capture_rng_state()
-        opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
         meta = {
             "iter_num": iter_num,
             "best_val_loss": best_val_loss,
@@ -267,7 +291,7 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         }
         save_checkpoint(
             run_dir / f"{run_name}-{name}",
-            raw_model,
+            checkpoint_model,
             tokenizer,
             run_config=OmegaConf.to_container(cfg, resolve=True),
             metrics={"val_loss": val_loss, "best_val_loss": best_val_loss},
@@ -293,12 +317,12 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         if iter_num % cfg.eval_interval == 0 or at_end or timed_out:
             last_val_loss = evaluate(model, eval_batches, device, autocast, ddp)
             row["val_loss"] = last_val_loss
-            if master:
-                if last_val_loss < best_val_loss and iter_num > 0:
-                    best_val_loss = last_val_loss
-                    checkpoint("best", last_val_loss)
-                if iter_num > 0 or at_end:
-                    checkpoint("last", last_val_loss)
+            # The validation loss is reduced over all ranks: every rank takes the same decisions.
+            if last_val_loss < best_val_loss and iter_num > 0:
+                best_val_loss = last_val_loss
+                checkpoint("best", last_val_loss)
+            if iter_num > 0 or at_end:
+                checkpoint("last", last_val_loss)
         if at_end or timed_out:
             if master:
                 log.write(row)
@@ -314,8 +338,10 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
             inputs = example["input_ids"].to(device, non_blocking=True)
             targets = example["targets"].to(device, non_blocking=True)
             time_steps = example["time_steps"].to(device, non_blocking=True)
-            sync = not ddp or micro_step == micro_steps_per_rank - 1
-            with model.no_sync() if not sync else contextlib.nullcontext():
+            sync = not ddp or micro_step == micro_steps_per_rank - 1  # reduce gradients on the last only
+            if fsdp:
+                raw_model.set_requires_gradient_sync(sync)
+            with model.no_sync() if not (sync or fsdp) else contextlib.nullcontext():
                 with autocast:
                     _, loss = model(inputs, time_steps, targets)
                     loss = loss / micro_steps_per_rank
@@ -381,12 +407,23 @@ def make_datasets(cfg, tokenizer, shards, augmentation, with_composer, model_cfg
     return train_data, val_data
 
 
-def fixed_eval_batches(val_data, eval_iters: int, batch: int, rank: int, world: int) -> list[dict]:
-    """The same validation batches at every evaluation (indices 0.. of the validation sequence)."""
+def fixed_eval_batches(
+    val_data, eval_iters: int, batch: int, rank: int, world: int, equal_counts: bool = False
+) -> list[dict]:
+    """The same validation batches at every evaluation (indices 0.. of the validation sequence), dealt
+    round-robin to the ranks. ``equal_counts`` (FSDP, where every forward is a collective) pads each
+    rank to the same number of batches with ones that count zero."""
     batches = []
-    for j in range(rank, eval_iters, world):
-        examples = [val_data[i] for i in range(j * batch, (j + 1) * batch)]
-        batches.append({k: torch.stack([e[k] for e in examples]) for k in examples[0]})
+    per_rank = -(-eval_iters // world) if equal_counts else None
+    js = list(range(rank, eval_iters, world))
+    if per_rank is not None:
+        js += [None] * (per_rank - len(js))
+    for j in js:
+        start = (j if j is not None else 0) * batch
+        examples = [val_data[i] for i in range(start, start + batch)]
+        stacked = {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+        stacked["weight"] = torch.tensor(0.0 if j is None else 1.0, dtype=torch.float64)
+        batches.append(stacked)
     return batches
 
 
@@ -399,7 +436,7 @@ def evaluate(model, batches: list[dict], device: str, autocast, ddp: bool) -> fl
         targets = example["targets"].to(device)
         with autocast:
             _, loss = model(example["input_ids"].to(device), example["time_steps"].to(device), targets)
-        n = (targets != -1).sum()
+        n = (targets != -1).sum() * example["weight"].to(device)
         total += torch.stack([loss.double() * n, n.double()])
     if ddp:
         dist.all_reduce(total)
