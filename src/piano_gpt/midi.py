@@ -7,13 +7,21 @@ while the pedal is down rings until the pedal comes up or the same pitch is stru
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+try:
+    from pandas.api.internals import create_dataframe_from_blocks
+except ImportError:  # pandas < 3
+    create_dataframe_from_blocks = None
+
 NOTE_COLUMNS = ["pitch", "velocity", "start", "end"]
+_COLUMN_INDEX = pd.Index(NOTE_COLUMNS)
+_INT_COLUMNS, _FLOAT_COLUMNS = np.array([0, 1]), np.array([2, 3])  # block placements
 PIANO_PITCH_RANGE = (21, 108)
 SUSTAIN_CC = 64
 
@@ -62,8 +70,10 @@ def make_notes(pitch, velocity, start, end) -> pd.DataFrame:
 
 def pedal_intervals(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(down, up) times of the sustain pedal from CC64 events; a pedal never lifted is up at +inf."""
-    order = np.argsort(times, kind="stable")
-    times, down = times[order], values[order] >= 64
+    if not (times[1:] >= times[:-1]).all():  # (NaN: not sorted)
+        order = np.argsort(times, kind="stable")
+        times, values = times[order], values[order]
+    down = values >= 64
     # Only changes of state count: repeated "down" values (127, 120, 110...) are one press.
     previous = np.concatenate([[False], down[:-1]])
     presses = times[down & ~previous]
@@ -78,31 +88,41 @@ def fold_sustain(notes: pd.DataFrame, pedal_down: np.ndarray, pedal_up: np.ndarr
     notes = clip_same_pitch_overlaps(notes)
     if len(notes) == 0 or len(pedal_down) == 0:
         return notes
-    end = notes["end"].to_numpy()
-    idx = np.searchsorted(pedal_down, end, side="right") - 1
-    valid = idx >= 0
-    sustained = np.zeros(len(end), dtype=bool)
-    sustained[valid] = end[valid] < pedal_up[idx[valid]]
-    released_at = np.where(sustained, pedal_up[np.clip(idx, 0, None)], end)
-    next_strike = next_same_pitch_start(notes)
+    notes = notes.copy()
+    notes["end"] = sustained_ends(notes["end"].to_numpy(), next_same_pitch_start(notes), pedal_down, pedal_up)
+    return notes
+
+
+def sustained_ends(
+    end: np.ndarray, next_strike: np.ndarray, pedal_down: np.ndarray, pedal_up: np.ndarray
+) -> np.ndarray:
+    """Note ends with the sustain pedal folded in (``pedal_down`` non-empty, from :func:`pedal_intervals`):
+    a note released while the pedal is down rings until it comes up or ``next_strike`` of its pitch."""
+    # The release of the last press at or before each end (-inf before the first press).
+    up = np.concatenate([[-np.inf], pedal_up])[np.searchsorted(pedal_down, end, side="right")]
+    released_at = np.where(end < up, up, end)  # sustained: to the release
     new_end = np.maximum(end, np.minimum(released_at, next_strike))
     # A pedal held to the end of the file releases at the last note's end, not at infinity.
-    last_time = max(float(notes["end"].max()), float(np.nanmax(pedal_down)))
-    new_end = np.where(np.isinf(new_end), max(last_time, 0.0), new_end)
-    notes = notes.copy()
-    notes["end"] = np.maximum(new_end, end)
-    return notes
+    held = np.isinf(new_end)
+    if held.any():
+        new_end[held] = max(float(np.nanmax(end)), float(np.nanmax(pedal_down)), 0.0)
+    return np.maximum(new_end, end)
 
 
 def next_same_pitch_start(notes: pd.DataFrame) -> np.ndarray:
     """For each note, the start of the next note of the same pitch (+inf when there is none)."""
     pitch = notes["pitch"].to_numpy()
     start = notes["start"].to_numpy()
-    order = np.lexsort((start, pitch))
-    following = np.full(len(notes), np.inf)
-    same = pitch[order][1:] == pitch[order][:-1]
-    nxt = np.where(same, start[order][1:], np.inf)
-    following[order[:-1]] = nxt
+    return _next_start(pitch, start, np.lexsort((start, pitch)))
+
+
+def _next_start(pitch: np.ndarray, start: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """:func:`next_same_pitch_start` given ``order``, the notes sorted by pitch then start."""
+    following = np.empty(len(pitch))
+    if len(pitch):
+        pitch, start = pitch[order], start[order]
+        following[order[:-1]] = np.where(pitch[1:] == pitch[:-1], start[1:], np.inf)
+        following[order[-1]] = np.inf
     return following
 
 
@@ -128,8 +148,17 @@ def _check_file(path: Path) -> bytes:
             raise MidiReadError(path, "empty file")
         if size > MAX_MIDI_BYTES:
             raise MidiReadError(path, f"file is {size} bytes, over the {MAX_MIDI_BYTES} byte limit")
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_MIDI_BYTES + 1)
+        # os.read, not open().read(MAX_MIDI_BYTES + 1): no 64 MB buffer, fewer layers (~2x faster).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            data = os.read(fd, size + 1)
+            while len(data) <= MAX_MIDI_BYTES:  # on to the end (the file may have grown since stat)
+                more = os.read(fd, min(1 << 16, MAX_MIDI_BYTES + 1 - len(data)))
+                if not more:
+                    break
+                data += more
+        finally:
+            os.close(fd)
     except OSError as error:
         raise MidiReadError(path, f"cannot open file ({error.strerror or error})") from error
     if len(data) > MAX_MIDI_BYTES:
@@ -165,6 +194,44 @@ def _vlq(data: bytes, pos: int, end: int) -> tuple[int, int]:
         if byte < 0x80:
             break
     return value, pos
+
+
+_BOUND_CHUNK = 1 << 22  # bytes per step of tick_bound: bounded memory, and uint32 byte sums cannot wrap
+
+
+def tick_bound(data: bytes) -> int | None:
+    """An upper bound of :func:`longest_track_ticks`, from the raw bytes (numpy, no parsing); None
+    when there is none (a run of 4 bytes >= 0x80 somewhere).
+
+    The walk reads delta times as variable-length quantities: bytes >= 0x80, then one byte < 0x80 (or
+    the end of the track). A byte of a quantity counts its low 7 bits times 128**e, e the number of
+    bytes of the quantity after it, and e is at most d, the distance to the next byte < 0x80 of the
+    file. So the sum over *every* byte of (byte & 0x7F) * 128**d bounds the sum of all quantities
+    read, each delta time of each track among them. Without 4 bytes >= 0x80 in a row, d <= 3: the
+    bound is the low 7 bits of the bytes < 0x80, 128 times those of the bytes >= 0x80 followed by one
+    < 0x80 (in event data: status bytes), and 128**2 or 128**3 times the rare rest. On MAESTRO it
+    is about 500 per byte, so files up to a few MB never need the exact walk.
+    """
+    a = np.frombuffer(data + b"\0\0\0", np.uint8)  # past the end: bytes < 0x80 (no quantity is there)
+    total = 0
+    for i in range(0, len(a) - 3, _BOUND_CHUNK):
+        m = min(_BOUND_CHUNK, len(a) - 3 - i)
+        # (Few distinct numpy operations: each costs ~10 us when its code is not in the CPU's caches.)
+        segment = a[i : i + m + 3]
+        high = (segment >= 0x80).view(np.uint8)
+        body, high_body = segment[:m], high[:m]
+        n_high = int(high_body.sum(dtype=np.uint32))
+        low_bits = int(body.sum(dtype=np.uint32)) - 128 * n_high  # every byte & 0x7F
+        high_low_bits = int((body * high_body).sum(dtype=np.uint32)) - 128 * n_high  # bytes >= 0x80 only
+        total += low_bits + 127 * high_low_bits  # d = 0 or 1: times 1 or 128
+        pairs = high_body * high[1 : m + 1]  # d >= 2: add the difference, byte by byte (rare)
+        if pairs.sum(dtype=np.uint32):
+            k = np.flatnonzero(pairs)
+            if (high[k + 2] & high[k + 3]).any():
+                return None
+            weight = np.where(high[k + 2] > 0, 128**3 - 128, 128**2 - 128)
+            total += int(((segment[k] & 0x7F) * weight).sum())
+    return total
 
 
 def longest_track_ticks(data: bytes) -> int:
@@ -225,17 +292,24 @@ def read_notes(path: str | os.PathLike, sustain: bool = True) -> pd.DataFrame:
         score = symusic.Score.from_midi(data, ttype="second")
     except Exception as error:  # symusic raises plain RuntimeError/ValueError for malformed files
         raise MidiReadError(path, f"malformed MIDI ({error})") from error
-    ticks = longest_track_ticks(data)
-    if ticks > MAX_TICKS:
-        raise MidiReadError(
-            path,
-            f"a track lasts {ticks} ticks, more than the {MAX_TICKS} a reader can count (corrupt delta times)",
-        )
+    bound = tick_bound(data)
+    if bound is None or bound > MAX_TICKS:  # an overflow is possible: walk the tracks (slow, exact)
+        ticks = longest_track_ticks(data)
+        if ticks > MAX_TICKS:
+            raise MidiReadError(
+                path,
+                f"a track lasts {ticks} ticks, more than the {MAX_TICKS} a reader can count (corrupt delta times)",
+            )
     return score_to_notes(score, path, sustain=sustain)
 
 
 def score_to_notes(score, path: str | os.PathLike = "<score>", sustain: bool = True) -> pd.DataFrame:
-    columns = {name: [] for name in ("time", "duration", "pitch", "velocity")}
+    """The note table of a ``symusic.Score`` in seconds (see :func:`read_notes`), built in numpy.
+
+    The same as :func:`make_notes` of every sounding note, then :func:`fold_sustain` (or
+    :func:`clip_same_pitch_overlaps` without sustain) and :func:`make_notes` again.
+    """
+    times, durations, pitches, velocities = [], [], [], []
     cc_times, cc_values = [], []
     n_notes = 0
     for track in score.tracks:
@@ -245,41 +319,98 @@ def score_to_notes(score, path: str | os.PathLike = "<score>", sustain: bool = T
         if n_notes > MAX_NOTES:
             raise MidiReadError(path, f"more than {MAX_NOTES} notes")
         arrays = track.notes.numpy()
-        for name in columns:
-            columns[name].append(arrays[name])
-        controls = track.controls.numpy()
-        is_sustain = controls["number"] == SUSTAIN_CC
-        cc_times.append(controls["time"][is_sustain])
-        cc_values.append(controls["value"][is_sustain])
+        times.append(arrays["time"])
+        durations.append(arrays["duration"])
+        pitches.append(arrays["pitch"])
+        velocities.append(arrays["velocity"])
+        if sustain:
+            controls = track.controls.numpy()
+            is_sustain = controls["number"] == SUSTAIN_CC
+            cc_times.append(controls["time"][is_sustain])
+            cc_values.append(controls["value"][is_sustain])
     if n_notes == 0:
         raise MidiReadError(path, "contains no notes")
-    time = np.concatenate(columns["time"]).astype(np.float64)
-    duration = np.concatenate(columns["duration"]).astype(np.float64)
-    notes = make_notes(
-        np.concatenate(columns["pitch"]),
-        np.concatenate(columns["velocity"]),
-        time,
-        time + np.maximum(duration, 0.0),
-    )
-    notes = notes[notes["velocity"] > 0].reset_index(drop=True)
-    if len(notes) == 0:
+    time, duration = _concat(times), _concat(durations)  # float32 seconds
+    pitch, velocity = _concat(pitches), _concat(velocities)  # int8
+    sounding = velocity > 0
+    n_sounding = np.count_nonzero(sounding)
+    if n_sounding == 0:
         raise MidiReadError(path, "contains no sounding notes (all velocities are 0)")
-    if not (np.isfinite(time).all() and np.isfinite(duration).all()):
+    # All finite <=> the float64 sum is (at most MAX_NOTES float32 values: no overflow); fewer passes.
+    if not math.isfinite(float(time.sum(dtype=np.float64)) + float(duration.sum(dtype=np.float64))):
         raise MidiReadError(path, "note times are not finite (corrupt tempo or time division)")
+    if n_sounding < len(velocity):
+        time, duration, pitch, velocity = (
+            time[sounding],
+            duration[sounding],
+            pitch[sounding],
+            velocity[sounding],
+        )
+    start = time.astype(np.float64)
+    end = start + np.maximum(duration, 0.0)  # float32 max, float64 sum: as make_notes(time, time + max(...))
+    # As clip_same_pitch_overlaps: sorted by start, pitch, loudest first; one note per (start, pitch).
+    key = pitch.astype(np.int32) * 256 - velocity  # pitch, then velocity descending
+    same_start = start[1:] == start[:-1]
+    if not ((start[1:] > start[:-1]) | (same_start & (key[1:] >= key[:-1]))).all():
+        order = _note_order(start, key)
+        start, end, pitch, velocity = start[order], end[order], pitch[order], velocity[order]
+        same_start = start[1:] == start[:-1]
+    repeat = same_start & (pitch[1:] == pitch[:-1])
+    if repeat.any():
+        keep = np.concatenate([[True], ~repeat])
+        start, end, pitch, velocity = start[keep], end[keep], pitch[keep], velocity[keep]
+    # Sorted by start and (start, pitch) unique: a stable sort by pitch orders by pitch then start.
+    next_strike = _next_start(pitch, start, np.argsort(pitch, kind="stable"))
+    end = np.minimum(end, next_strike)
     if sustain:
-        cc_time, cc_value = np.concatenate(cc_times).astype(np.float64), np.concatenate(cc_values)
-        finite = np.isfinite(cc_time)
-        down, up = pedal_intervals(cc_time[finite], cc_value[finite])
-        notes = fold_sustain(notes, down, up)
-    else:
-        notes = clip_same_pitch_overlaps(notes)
-    last = float(notes["end"].max())
+        cc_time, cc_value = _concat(cc_times), _concat(cc_values)  # float32: times converted when few
+        if not math.isfinite(float(cc_time.sum(dtype=np.float64))):
+            finite = np.isfinite(cc_time)
+            cc_time, cc_value = cc_time[finite], cc_value[finite]
+        down, up = pedal_intervals(cc_time, cc_value)
+        if len(down):
+            end = sustained_ends(end, next_strike, down.astype(np.float64), up.astype(np.float64))
+    last = float(end.max())
     if last > MAX_SECONDS:
         raise MidiReadError(
             path,
             f"notes last until {last:.0f} s, over the {MAX_SECONDS:.0f} s limit (corrupt delta times or tempo?)",
         )
-    return make_notes(notes["pitch"], notes["velocity"], notes["start"], notes["end"])
+    return _note_table(pitch, velocity, start, end)
+
+
+def _note_table(pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray) -> pd.DataFrame:
+    """The DataFrame of canonical note columns (already sorted), built as pandas stores it: an int64
+    and a float64 block. ~5x faster than ``pd.DataFrame(dict)`` (~10 against ~50 us)."""
+    if create_dataframe_from_blocks is None:  # pandas < 3
+        return pd.DataFrame(
+            {
+                "pitch": pitch.astype(np.int64),
+                "velocity": velocity.astype(np.int64),
+                "start": start,
+                "end": end,
+            }
+        )
+    ints = np.empty((2, len(pitch)), np.int64)
+    ints[0], ints[1] = pitch, velocity
+    floats = np.empty((2, len(start)), np.float64)
+    floats[0], floats[1] = start, end
+    return create_dataframe_from_blocks(
+        [(ints, _INT_COLUMNS), (floats, _FLOAT_COLUMNS)],
+        index=pd.RangeIndex(len(pitch)),
+        columns=_COLUMN_INDEX,
+    )
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _note_order(start: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """The stable order by start then ``key`` (int8 pitch * 256 - velocity 1..127)."""
+    # Two stable sorts: by key (shifted into 0..65406: a 16-bit radix sort), then by start.
+    by_key = np.argsort((key + (128 * 256 + 127)).astype(np.uint16), kind="stable")
+    return by_key[np.argsort(start[by_key], kind="stable")]
 
 
 def notes_to_score(notes: pd.DataFrame):
