@@ -1,14 +1,18 @@
 """Generation speed: piano_gpt.generation vs HF transformers' GPT2LMHeadModel.generate, same run.
 
-    python bench/generate.py [--repeats 3] [--long] [--markdown]
+    python bench/generate.py [--repeats 3] [--threads N] [--bf16] [--long]
 
 Model shape: gpt2_10M (12 layers, 8 heads, 256 wide; ``model.MODEL_PRESETS``), context 1024, vocab
 1241, random weights. Workload per batch size (1 and 8): a 256-token prompt (the opening of a demo
 corpus piece; the batch is n samples of that one prompt), 512 new tokens, sampling at temperature 1
 with top-k 50 on both sides. Timings cover the whole call (prompt processing included); new tokens/s
-= batch * 512 / seconds, median of ``--repeats`` interleaved runs after a warm-up. Also timed: our
-reference path (``fast=False``: ``GPT.forward`` + ``model.KVCache``). ``--long``: one 3-minute
-continuation (``max_duration=180``) with the same 1024-token model, sliding past its context.
+= batch * 512 / seconds, median of ``--repeats`` interleaved runs after a warm-up. Ours is FastRunner
+with its compiled step (``generation.native``); also timed: FastRunner's PyTorch step
+(``PIANO_GPT_NATIVE=0``) and our reference path (``fast=False``: ``GPT.forward`` + ``model.KVCache``).
+``--threads``: torch threads for both sides (default: torch's). ``--bf16``: extra rows with both
+models in bfloat16 (ours then takes the PyTorch step: the compiled one is float32 only).
+``--long``: one 3-minute continuation (``max_duration=180``) with the same 1024-token model, sliding
+past its context.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 
 from piano_gpt.data.demo import load_demo_records
-from piano_gpt.generation import generate_samples, sample_ids
+from piano_gpt.generation import generate_samples, native, sample_ids
 from piano_gpt.midi import make_notes
 from piano_gpt.model import GPT, MODEL_PRESETS, GPTConfig
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
@@ -90,14 +94,47 @@ def time_hf(model, prompt: list[int], batch: int, new_tokens: int) -> float:
     return seconds
 
 
-def time_ours(model, tokenizer, prompt: list[int], batch: int, new_tokens: int, fast: bool = True) -> float:
-    start = time.perf_counter()
-    samples = sample_ids(
-        model, tokenizer, prompt, n_samples=batch, max_new_tokens=new_tokens, top_k=TOP_K, fast=fast, seed=0
-    )
-    seconds = time.perf_counter() - start
+def time_ours(
+    model, tokenizer, prompt: list[int], batch: int, new_tokens: int, fast: bool = True, compiled: bool = True
+) -> float:
+    """Seconds for one ``sample_ids`` call; ``compiled=False``: FastRunner's PyTorch step."""
+    os.environ["PIANO_GPT_NATIVE"] = "1" if compiled else "0"
+    try:
+        start = time.perf_counter()
+        samples = sample_ids(
+            model,
+            tokenizer,
+            prompt,
+            n_samples=batch,
+            max_new_tokens=new_tokens,
+            top_k=TOP_K,
+            fast=fast,
+            seed=0,
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        os.environ.pop("PIANO_GPT_NATIVE")
     assert all(len(s.ids) == new_tokens for s in samples)
     return seconds
+
+
+def time_batch(
+    hf, ours, tokenizer, prompt, batch: int, repeats: int, kinds: tuple[str, ...]
+) -> tuple[dict, dict]:
+    """Median and best new tokens/s of each kind of run, interleaved ``repeats`` times."""
+    run = {
+        "hf": lambda: time_hf(hf, prompt, batch, NEW_TOKENS),
+        "ours": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS),
+        "ours_torch": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, compiled=False),
+        "ours_reference": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, fast=False),
+    }
+    times = {kind: [] for kind in kinds}
+    for _ in range(repeats):
+        for kind in kinds:
+            times[kind].append(run[kind]())
+    rate = {k: batch * NEW_TOKENS / statistics.median(v) for k, v in times.items()}
+    best = {k: batch * NEW_TOKENS / min(v) for k, v in times.items()}
+    return rate, best
 
 
 def main() -> None:
@@ -106,9 +143,13 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--bf16", action="store_true", help="also time both models in bfloat16")
     parser.add_argument("--long", action="store_true", help="also time a 3-minute continuation")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     tokenizer = ExponentialTimeTokenizer()
     torch.manual_seed(0)
@@ -117,6 +158,9 @@ def main() -> None:
     ).eval()
     hf = hf_model(tokenizer.vocab_size)
     prompt, notes = demo_prompt(tokenizer)
+    start = time.perf_counter()
+    compiled = native.library() is not None
+    build = time.perf_counter() - start
     load_before = os.getloadavg()
     print(
         f"# {datetime.datetime.now().isoformat(timespec='minutes')}, {cpu_name()}, {os.cpu_count()} cores, "
@@ -124,37 +168,54 @@ def main() -> None:
         f"load average before {load_before[0]:.2f}"
     )
     print(f"# ours: {ours.num_parameters() / 1e6:.1f}M parameters; HF: {hf.num_parameters() / 1e6:.1f}M")
+    print(
+        f"# compiled step: {'loaded' if compiled else 'UNAVAILABLE: ' + str(native.unavailable_reason())} "
+        f"({build:.2f} s to build or load)"
+    )
     # Warm-up (allocations, kernels' first calls).
     time_hf(hf, prompt, 1, 16)
-    time_ours(ours, tokenizer, prompt, 1, 16)
-    time_ours(ours, tokenizer, prompt, 2, 16)
+    for batch in (1, 2):
+        time_ours(ours, tokenizer, prompt, batch, 16)
+        time_ours(ours, tokenizer, prompt, batch, 16, compiled=False)
 
+    kinds = ("hf", "ours", "ours_torch", "ours_reference")
     rows = []
     for batch in args.batches:
-        times = {"hf": [], "ours": [], "ours_reference": []}
-        for _ in range(args.repeats):
-            times["hf"].append(time_hf(hf, prompt, batch, NEW_TOKENS))
-            times["ours"].append(time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS))
-            times["ours_reference"].append(time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, fast=False))
-        rate = {k: batch * NEW_TOKENS / statistics.median(v) for k, v in times.items()}
-        best = {k: batch * NEW_TOKENS / min(v) for k, v in times.items()}
-        rows.append((batch, rate, best))
+        rate, best = time_batch(hf, ours, tokenizer, prompt, batch, args.repeats, kinds)
+        rows.append(("float32", batch, rate, best))
         print(
-            f"batch {batch}: HF {rate['hf']:.0f} tok/s, ours {rate['ours']:.0f} tok/s "
-            f"(x{rate['ours'] / rate['hf']:.2f}), ours reference path {rate['ours_reference']:.0f} tok/s",
+            f"float32 batch {batch}: HF {rate['hf']:.0f} tok/s, ours {rate['ours']:.0f} tok/s "
+            f"(x{rate['ours'] / rate['hf']:.2f}), PyTorch step {rate['ours_torch']:.0f} tok/s, "
+            f"reference path {rate['ours_reference']:.0f} tok/s",
             flush=True,
         )
+    if args.bf16:
+        hf16, ours16 = hf_model(tokenizer.vocab_size).to(torch.bfloat16), GPT(ours.config).eval()
+        ours16.load_state_dict(ours.state_dict())
+        ours16 = ours16.to(torch.bfloat16)
+        time_hf(hf16, prompt, 1, 16)
+        time_ours(ours16, tokenizer, prompt, 1, 16)
+        for batch in args.batches:
+            rate, best = time_batch(hf16, ours16, tokenizer, prompt, batch, args.repeats, ("hf", "ours"))
+            rows.append(("bfloat16", batch, rate, best))
+            print(
+                f"bfloat16 batch {batch}: HF {rate['hf']:.0f} tok/s, ours {rate['ours']:.0f} tok/s "
+                f"(x{rate['ours'] / rate['hf']:.2f})",
+                flush=True,
+            )
     load_after = os.getloadavg()
 
     print()
     print(
-        "| batch | HF GPT2LMHeadModel.generate | piano_gpt.generation | ratio | reference path (fast=False) |"
+        "| dtype | batch | HF GPT2LMHeadModel.generate | piano_gpt.generation | ratio "
+        "| PyTorch step (`PIANO_GPT_NATIVE=0`) | reference path (fast=False) |"
     )
-    print("|---|---|---|---|---|")
-    for batch, rate, best in rows:
+    print("|---|---|---|---|---|---|---|")
+    for dtype, batch, rate, best in rows:
+        extra = [f"{rate[k]:.0f} tok/s" if k in rate else "-" for k in ("ours_torch", "ours_reference")]
         print(
-            f"| {batch} | {rate['hf']:.0f} tok/s (best {best['hf']:.0f}) | {rate['ours']:.0f} tok/s "
-            f"(best {best['ours']:.0f}) | **{rate['ours'] / rate['hf']:.2f}x** | {rate['ours_reference']:.0f} tok/s |"
+            f"| {dtype} | {batch} | {rate['hf']:.0f} tok/s (best {best['hf']:.0f}) | {rate['ours']:.0f} tok/s "
+            f"(best {best['ours']:.0f}) | **{rate['ours'] / rate['hf']:.2f}x** | {extra[0]} | {extra[1]} |"
         )
     print(f"\nload average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
 

@@ -26,6 +26,7 @@ from piano_gpt.generation import (
     find_training_shards,
     generate,
     generate_samples,
+    native,
     sample_ids,
     token_tables,
 )
@@ -88,7 +89,18 @@ def music_ids(tokenizer, ids) -> bool:
 # --- incremental decoding -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("runner_class", [FastRunner, ModelRunner])
+needs_native = pytest.mark.skipif(
+    native.library() is None, reason=f"no native step here: {native.unavailable_reason()}"
+)
+# FastRunner with its compiled step, FastRunner's PyTorch step, and the reference.
+RUNNER_KINDS = [
+    pytest.param(lambda model, batch_size: FastRunner(model, batch_size, native=True), id="native", marks=needs_native),
+    pytest.param(lambda model, batch_size: FastRunner(model, batch_size, native=False), id="fast_torch"),
+    pytest.param(ModelRunner, id="model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("runner_class", RUNNER_KINDS)
 def test_cached_logits_equal_uncached(model, tokenizer, prompt_notes, runner_class):
     ids = torch.tensor([tokenizer.encode(prompt_notes)[:40], tokenizer.encode(prompt_notes)[5:45]])
     time = torch.as_tensor(tokenizer.music_time(ids.numpy(), model.config.max_music_time))
@@ -102,8 +114,9 @@ def test_cached_logits_equal_uncached(model, tokenizer, prompt_notes, runner_cla
     torch.testing.assert_close(cached, full[:, 15:39], atol=LOGITS_ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("runner_class", RUNNER_KINDS[:2])
 @pytest.mark.parametrize("bias", [False, True])
-def test_shared_prompt_cache_equals_uncached(tokenizer, prompt_notes, bias):
+def test_shared_prompt_cache_equals_uncached(tokenizer, prompt_notes, bias, runner_class):
     """Rows that share a prompt (kept once for the batch) and then diverge."""
     model = tiny_model(tokenizer, bias=bias)
     prompt = torch.tensor([tokenizer.encode(prompt_notes)[:20]])
@@ -113,11 +126,66 @@ def test_shared_prompt_cache_equals_uncached(tokenizer, prompt_notes, bias):
     time = torch.as_tensor(tokenizer.music_time(ids.numpy(), model.config.max_music_time))
     with torch.inference_mode():
         full, _ = model(ids, time, all_logits=True)
-        runner = FastRunner(model, batch_size=3)
+        runner = runner_class(model, batch_size=3)
         cached = [runner.prefill(prompt, time[:1, :20], batch_size=3)]
         for i in range(20, 32):
             cached.append(runner.step(ids[:, i], time[:, i]))
     torch.testing.assert_close(torch.stack(cached[:-1], dim=1), full[:, 19:31], atol=LOGITS_ATOL, rtol=0)
+
+
+@needs_native
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("shared", [False, True])
+def test_native_step_equals_uncached_at_simd_widths(tokenizer, batch_size, shared):
+    """Widths that take the native step's vector paths (rows of 64 floats, heads of 32) and its
+    row groups of 1-4; prompt lengths off and on a key tile boundary; logits of a few units."""
+    torch.manual_seed(1)
+    config = GPTConfig(
+        block_size=96, vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=64, bias=True
+    )
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0.0, 0.15)
+            else:  # layer norm weights near 1, biases near 0
+                parameter.normal_(1.0 if "ln" in name and name.endswith("weight") else 0.0, 0.1)
+    rng = np.random.default_rng(batch_size)
+    for prompt_length in (16, 21):
+        ids = torch.as_tensor(rng.choice(tokenizer.note_on_ids, size=(batch_size, prompt_length + 40)))
+        time = torch.as_tensor(rng.integers(0, config.max_music_time + 50, size=ids.shape))
+        if shared:
+            ids[:, :prompt_length] = ids[0, :prompt_length].clone()
+            time[:, :prompt_length] = time[0, :prompt_length].clone()
+        with torch.inference_mode():
+            full, _ = model(ids, time, all_logits=True)
+            runner = FastRunner(model, batch_size, native=True)
+            rows = slice(0, 1) if shared else slice(None)  # a shared prompt is given once
+            prompt = ids[rows, :prompt_length], time[rows, :prompt_length]
+            cached = [runner.prefill(*prompt, batch_size=batch_size if shared else None)]
+            for i in range(prompt_length, ids.size(1)):
+                cached.append(runner.step(ids[:, i], time[:, i]))
+        assert full.abs().max() > 1.0
+        expected = full[:, prompt_length - 1 : -1]
+        torch.testing.assert_close(torch.stack(cached[:-1], dim=1), expected, atol=LOGITS_ATOL, rtol=0)
+
+
+def test_native_step_can_be_turned_off(model, monkeypatch):
+    assert FastRunner(model, 2, native=False).native is None
+    monkeypatch.setenv("PIANO_GPT_NATIVE", "0")
+    assert native.library() is None and "PIANO_GPT_NATIVE" in native.unavailable_reason()
+    assert FastRunner(model, 2).native is None  # the PyTorch step
+    with pytest.raises(RuntimeError, match="no native step"):
+        FastRunner(model, 2, native=True)
+    # Not on the CPU in float32: the PyTorch step too.
+    assert FastRunner(tiny_model(ExponentialTimeTokenizer()).to(torch.bfloat16), 2).native is None
+
+
+def test_key_tiles_round_trip():
+    keys = torch.randn(2, 3, 37, 8)
+    tiles = native.tile_keys(keys)
+    assert tiles.shape == (2, 3, 3, 8, native.TILE)
+    torch.testing.assert_close(native.untile_keys(tiles, 37), keys, atol=0, rtol=0)
 
 
 def test_window_time_is_tokenizers_music_time(tokenizer, prompt_notes):
@@ -141,9 +209,13 @@ def greedy_reference(model, tokenizer, prompt_ids, n_new, allowed) -> list[int]:
     return ids[len(prompt_ids) :]
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_greedy_decoding_matches_full_recompute(model, tokenizer, prompt_notes, fast):
+@pytest.mark.parametrize("fast, use_native", [(True, True), (True, False), (False, False)])
+def test_greedy_decoding_matches_full_recompute(
+    model, tokenizer, prompt_notes, fast, use_native, monkeypatch
+):
     """The engine's incremental time steps and cache give the tokens a full recompute gives."""
+    if not use_native:
+        monkeypatch.setenv("PIANO_GPT_NATIVE", "0")
     prompt = tokenizer.encode(prompt_notes)[:12]
     allowed = token_tables(tokenizer).music
     expected = greedy_reference(model, tokenizer, prompt, 40, allowed)

@@ -14,6 +14,10 @@
 Options (:class:`GenerationConfig`): ``n_samples``, ``seed`` (sample i uses ``seed + i``),
 ``temperature`` (0: greedy), ``top_k``, ``top_p``, ``min_p``, ``max_new_tokens``, ``max_notes``,
 ``max_duration`` (seconds), ``context_keep``, ``fast``.
+
+On a CPU in float32 each decoding step runs as one compiled C function (``generation.native``,
+built on first use with the system C compiler and cached; ``PIANO_GPT_NATIVE=0`` turns it off, and
+without a compiler the PyTorch step is used).
 """
 
 from piano_gpt.generation.conditioning import GenerationError, dataset_tokens, have_tasks, prefix_ids

@@ -20,9 +20,14 @@ small model is bound by memory traffic (weights and cache) and per-op overhead, 
    ``(H, B, D) @ (H, D, P)`` product per layer, instead of reading B copies (n samples of one prompt:
    the usual case);
 3. folds the attention scale ``1/sqrt(head_dim)`` into the query weights and skips dropout and the
-   module-call machinery.
+   module-call machinery;
+4. on a CPU in float32, runs each step as one compiled C function (``generation.native``: the whole
+   model for one token, in one OpenMP region, matrix-vector products streaming each weight once at
+   memory speed, keys cached in tiles of 16 positions), where a C compiler is found; otherwise (or
+   with ``FastRunner(..., native=False)`` or ``PIANO_GPT_NATIVE=0``) the PyTorch step below. The
+   prompt goes through PyTorch either way, its matrix products through oneDNN in float32.
 
-The two agree to float rounding (the tests hold the logits to 1e-4).
+The runners agree to float rounding (the tests hold the logits to 1e-4).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ import math
 import torch
 from torch.nn import functional as F
 
-from piano_gpt.model import GPT, KVCache
+from piano_gpt.generation import native as native_module
+from piano_gpt.model import GPT, KVCache, _dnn, _onednn_linear
 
 
 class ModelRunner:
@@ -101,11 +107,14 @@ class FastRunner:
     A step keeps the residual stream row-major ``(rows, C)``; linear layers give ``(out, rows)``
     (``W @ x.T``), read back through a transposed view. Spare rows (when the batch is smaller than
     ``MIN_ROWS``) carry zeros through the MLPs and are never attended to nor returned.
+
+    ``native``: ``None`` takes the compiled step where it can (float32 on the CPU, a compiler found),
+    ``True`` requires it (``RuntimeError`` otherwise), ``False`` keeps the PyTorch step.
     """
 
     MIN_ROWS = 2
 
-    def __init__(self, model: GPT, batch_size: int):
+    def __init__(self, model: GPT, batch_size: int, native: bool | None = None):
         config = model.config
         transformer = model.transformer
         parameter = next(model.parameters())
@@ -135,15 +144,45 @@ class FastRunner:
             layer.fc, layer.fc_b = _weights(block.mlp.c_fc)
             layer.fc2, layer.fc2_b = _weights(block.mlp.c_proj)
             self.layers.append(layer)
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, self.head_dim)
-        self.keys = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        self.values = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        norms = [transformer.ln_f, *(n for block in transformer.h for n in (block.ln_1, block.ln_2))]
+        self.eps = transformer.ln_f.eps
+        library = None
+        if native is None or native:
+            suitable = (
+                self.device.type == "cpu"
+                and self.dtype == torch.float32
+                and self.head_dim <= 256
+                and all(n.eps == self.eps for n in norms)
+            )
+            library = native_module.library() if suitable else None
+            if native and library is None:
+                reason = (
+                    native_module.unavailable_reason() if suitable else "the model is not float32 on the CPU"
+                )
+                raise RuntimeError(f"no native step: {reason}")
+        # The native step keeps keys in tiles of 16 positions (native.tile_keys); values as here.
+        self.tiled = library is not None
+        T, H, D = config.block_size, config.n_head, self.head_dim
+        key_shape = (
+            (native_module.tiled_length(T) // native_module.TILE, D, native_module.TILE)
+            if self.tiled
+            else (T, D)
+        )
+        options = dict(device=self.device, dtype=self.dtype)
+        # Uninitialised: only the positions filled are ever read.
+        self.keys = torch.empty(config.n_layer, batch_size, H, *key_shape, **options)
+        self.values = torch.empty(config.n_layer, batch_size, H, T, D, **options)
         # Keys and values of a prompt every row shares (after ``prefill(..., batch_size=...)``).
-        shape = (config.n_layer, config.n_head, config.block_size, self.head_dim)
-        self.shared_keys = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        self.shared_values = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        self.shared_keys = torch.empty(config.n_layer, H, *key_shape, **options)
+        self.shared_values = torch.empty(config.n_layer, H, T, D, **options)
         self.length = 0  # positions filled
         self.shared = 0  # of which the first ``shared`` are in the shared cache
+        self.native = native_module.NativeStep(self, library) if self.tiled else None
+        # oneDNN float32 matmuls for the prompt: ~2x MKL's on this model's shapes (see piano_gpt.model).
+        self.onednn = _onednn_linear is not None and self.device.type == "cpu" and self.dtype == torch.float32
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return _dnn(x, weight, bias) if self.onednn else F.linear(x, weight, bias)
 
     def _embed(self, ids: torch.Tensor, positions: torch.Tensor, time_steps: torch.Tensor) -> torch.Tensor:
         x = F.embedding(ids, self.wte) + F.embedding(positions, self.wpe)
@@ -165,18 +204,19 @@ class FastRunner:
         x = self._embed(ids, positions, time_steps).view(B * T, C)
         for index, layer in enumerate(self.layers):
             h = F.layer_norm(x, (C,), layer.ln1_w, layer.ln1_b)
-            qkv = F.linear(h, layer.qkv, layer.qkv_b).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+            qkv = self._linear(h, layer.qkv, layer.qkv_b).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, D)
+            keys = native_module.tile_keys(k) if self.tiled else k
             if shared:
-                self.shared_keys[index, :, :T] = k[0]
+                self.shared_keys[index, :, : keys.size(2)] = keys[0]
                 self.shared_values[index, :, :T] = v[0]
             else:
-                self.keys[index, :B, :, :T] = k
+                self.keys[index, :B, :, : keys.size(2)] = keys
                 self.values[index, :B, :, :T] = v
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
-            x = x + F.linear(y.transpose(1, 2).reshape(B * T, C), layer.proj, layer.proj_b)
+            x = x + self._linear(y.transpose(1, 2).reshape(B * T, C), layer.proj, layer.proj_b)
             h = F.layer_norm(x, (C,), layer.ln2_w, layer.ln2_b)
-            x = x + F.linear(F.gelu(F.linear(h, layer.fc, layer.fc_b)), layer.fc2, layer.fc2_b)
+            x = x + self._linear(F.gelu(self._linear(h, layer.fc, layer.fc_b)), layer.fc2, layer.fc2_b)
         self.length = T
         self.shared = T if shared else 0
         last = F.layer_norm(x.view(B, T, C)[:, -1], (C,), self.lnf_w, self.lnf_b)
@@ -208,6 +248,10 @@ class FastRunner:
         position = self.length
         if position >= self.capacity:
             raise ValueError(f"the cache is full ({self.capacity} tokens): re-prime it first")
+        if self.native is not None:
+            logits = self.native(tokens, time_steps, position, self.shared)
+            self.length = position + 1
+            return logits
         B, C = tokens.size(0), self.n_embd
         x = F.embedding(tokens, self.wte) + self.wpe[position]
         if self.wtime is not None:
