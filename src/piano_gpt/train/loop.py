@@ -83,9 +83,13 @@ def setup_distributed() -> tuple[bool, int, int, int]:
     """(ddp, rank, local_rank, world_size) from the torchrun environment."""
     if int(os.environ.get("RANK", -1)) == -1:
         return False, 0, 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
-    return True, dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        # Naming the GPU binds NCCL to it (no guessing of the rank-to-GPU mapping, no barrier warning).
+        dist.init_process_group(backend="nccl", device_id=torch.device(f"cuda:{local_rank}"))
+    else:
+        dist.init_process_group(backend="gloo")
+    return True, dist.get_rank(), local_rank, dist.get_world_size()
 
 
 def pick_device(cfg: DictConfig, local_rank: int) -> str:
