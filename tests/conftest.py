@@ -1,9 +1,13 @@
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# tests/reliability's MIDI writer (midi_fabric) serves the other tests too, imported by name.
+if str(REPO / "tests" / "reliability") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests" / "reliability"))
 MAESTRO_DIR = REPO.parent / "shared" / "data" / "maestro"
 
 

@@ -4,6 +4,7 @@ import pytest
 import symusic
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from midi_fabric import vlq
 
 from piano_gpt.midi import (
     MAX_TICKS,
@@ -134,15 +135,6 @@ def test_augmentation_keeps_range_and_scales_time():
 
 
 # --- the fast paths of read_notes -----------------------------------------------------------------
-
-
-def vlq(value: int) -> bytes:
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
 
 
 def one_track_file(body: bytes, division: int = 480) -> bytes:
