@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from piano_gpt.midi import make_notes, read_notes
@@ -81,3 +82,64 @@ def test_music_time_restarts_after_genai(tokenizer):
     genai = tokenizer.token_to_id["<GENAI>"]
     assert list(tokenizer.music_time(ids, reset_token_id=genai)) == [4, 4, 6, 0, 1, 1]
     assert list(tokenizer.music_time(ids, max_steps=5)) == [4, 4, 4, 4, 4, 4]
+
+
+def _random_table(rng, n, scale, ties=False, sort=False):
+    start = rng.random(n) * scale * n
+    if ties:
+        start = np.round(start / 0.005) * 0.005  # halfway between time units: round half to even
+    if sort:
+        start = np.sort(start)
+    duration = rng.exponential(scale / 2, n) * (rng.random(n) > 0.1)  # some zero-length notes
+    return pd.DataFrame(
+        {
+            "pitch": rng.integers(21, 109, n),
+            "velocity": rng.integers(-3, 140, n),
+            "start": start - (rng.random(n) < 0.05),  # some negative times
+            "end": start + duration,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"max_time_step": 0.5, "n_velocity_bins": 7}, {"max_time_step": 0.015, "n_velocity_bins": 1}],
+)
+def test_fast_encode_matches_general_path(config):
+    """The packed fast path and the general numpy path give the same ids (ties, long gaps, chords,
+    unsorted tables, zero-length notes, negative times, velocities outside 0..127, other dtypes)."""
+    tok = ExponentialTimeTokenizer(**config)
+    rng = np.random.default_rng(0)
+    tables = [_random_table(rng, int(rng.integers(1, 300)), s, ties=k % 2 == 0, sort=k % 3 == 0)
+              for k, s in enumerate([0.001, 0.01, 0.1, 1.0, 10.0, 300.0] * 8)]  # fmt: skip
+    chord = make_notes([60, 64, 67, 60, 60], [10, 50, 90, 100, 127], [1.0] * 5, [2.0, 2.0, 1.0, 1.0, 3.0])
+    tables += [chord, chord.iloc[::-1], chord.astype({"pitch": np.int8, "velocity": np.uint8})]
+    tables += [chord.astype({"start": np.float32, "end": np.float32, "velocity": np.float64})]
+    tables += [chord[["end", "velocity", "start", "pitch"]].assign(other=1)]  # column order
+    for notes in tables:
+        packed = tok._encode_packed(notes)
+        assert packed is not None
+        expected = tok._encode_array_general(notes)
+        assert list(packed) == expected.tolist() == tok.encode(notes)
+        array = tok.encode_array(notes)
+        assert array.dtype == np.int64 and np.array_equal(array, expected)
+
+
+def test_fast_encode_of_read_notes_tables(tokenizer, maestro_validation_files):
+    for path in maestro_validation_files[:3]:
+        notes = read_notes(path)
+        assert tokenizer._encode_packed(notes) is not None
+        assert tokenizer.encode(notes) == tokenizer._encode_array_general(notes).tolist()
+
+
+def test_encode_general_path_cases(tokenizer):
+    notes = make_notes([20, 60, 109, 64], [10, 20, 30, 40], [0.0, 0.5, 1.0, 2.0], [1.0, 1.5, 2.0, 3.0])
+    assert tokenizer._encode_packed(notes) is None  # pitches to drop
+    assert tokenizer.encode(notes) == tokenizer.encode(notes[notes["pitch"].between(21, 108)])
+    assert tokenizer.encode(notes.iloc[:0]) == [] and tokenizer.encode_array(notes.iloc[:0]).dtype == np.int64
+    nullable = notes.iloc[1:2].astype({"pitch": "Int64"})  # an extension dtype
+    assert tokenizer._encode_packed(nullable) is None
+    assert tokenizer.encode(nullable) == tokenizer.encode(notes.iloc[1:2])
+    wide = ExponentialTimeTokenizer(n_velocity_bins=128)  # ids above 255: general path only
+    assert wide._packed is None
+    assert list(wide.decode(wide.encode(notes))["pitch"]) == [60, 64]

@@ -8,9 +8,12 @@ model's embedding table) never changes when tasks or composers are added.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 
+from piano_gpt import midi
 from piano_gpt.midi import empty_notes
 from piano_gpt.tokenizers.base import (
     CLS_TOKEN,
@@ -22,6 +25,33 @@ from piano_gpt.tokenizers.base import (
 )
 
 MIN_PITCH, MAX_PITCH = 21, 108
+NOTE_COLUMNS = ("pitch", "velocity", "start", "end")
+# The column index object every ``read_notes`` table shares, and where our columns are in it.
+_READ_NOTES_COLUMNS = getattr(midi, "_COLUMN_INDEX", None)
+try:
+    _READ_NOTES_POSITIONS = tuple(int(_READ_NOTES_COLUMNS.get_loc(name)) for name in NOTE_COLUMNS)
+except Exception:  # not there, or not the columns we expect
+    _READ_NOTES_COLUMNS = None
+
+
+def _note_columns(notes: pd.DataFrame) -> tuple[np.ndarray, ...] | None:
+    """The pitch, velocity, start and end columns as numpy arrays (views), or ``None`` (no such plain
+    numpy columns). ``notes[name].to_numpy()`` builds a Series: ~10 us a column, ~70 us with cold caches,
+    a sixth of the old encode; the column arrays themselves cost ~1 us."""
+    try:
+        get = notes._get_column_array  # pandas internals, since pandas 1.3
+        if _READ_NOTES_COLUMNS is not None and notes.columns is _READ_NOTES_COLUMNS:  # from read_notes
+            columns = tuple(get(i) for i in _READ_NOTES_POSITIONS)
+        else:
+            positions = [notes.columns.get_loc(name) for name in NOTE_COLUMNS]
+            if not all(isinstance(i, int) for i in positions):  # duplicate column names
+                return None
+            columns = tuple(get(i) for i in positions)
+    except (AttributeError, KeyError, TypeError):
+        return None
+    if not all(isinstance(c, np.ndarray) and c.ndim == 1 for c in columns):  # extension dtypes
+        return None
+    return columns
 
 
 class ExponentialTimeTokenizer(MidiTokenizer):
@@ -82,6 +112,7 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         self._time_units = np.where(self._kind == 4, self._value, 0)
         self._default_velocity_bin = int(self.velocity_bin(64))
         self._bin_velocities = self.bin_velocity(np.arange(self.n_velocity_bins))  # bin -> MIDI velocity
+        self._build_packed_tables()
 
     def add_special_tokens(self, tokens: list[str]) -> list[int]:
         for token in tokens:
@@ -119,10 +150,125 @@ class ExponentialTimeTokenizer(MidiTokenizer):
     # --- encode -------------------------------------------------------------------------------------
 
     def encode(self, notes: pd.DataFrame) -> list[int]:
-        return self.encode_array(notes).tolist()
+        packed = self._encode_packed(notes)
+        if packed is None:
+            return self._encode_array_general(notes).tolist()
+        return list(packed)
 
     def encode_array(self, notes: pd.DataFrame) -> np.ndarray:
         """Encode a note table; pitches outside 21..108 are dropped."""
+        packed = self._encode_packed(notes)
+        if packed is None:
+            return self._encode_array_general(notes)
+        return np.frombuffer(packed, np.uint8).astype(np.int64)
+
+    def _build_packed_tables(self) -> None:
+        """Lookup tables of the fast encode (:meth:`_encode_packed`), or ``None`` where it cannot run.
+
+        An event's tokens (time tokens below the largest step, VELOCITY for a note on, NOTE) are the
+        nonzero bytes of one uint64 (byte 0 first), so the ids must fit a byte (id 0, ``<PAD>``, is never
+        encoded) and the small time steps at most 6. Byte layout: the small time tokens, largest first,
+        one byte per step (0 where the bit is clear), then VELOCITY, then NOTE in byte 7."""
+        self._packed = None
+        if not self.time_steps or not self.n_velocity_bins or sys.byteorder != "little":
+            return
+        small = self.time_steps[:-1]
+        ids = [*self.note_on_ids, *self.note_off_ids, *self.velocity_ids, *self.time_ids]
+        if len(small) > 6 or max(ids) > 255 or min(ids) < 1:
+            return
+        # remainder of a gap (time units, below the largest step) -> its small time tokens
+        remainder = np.arange(self.time_steps[-1])
+        time_word = np.zeros(len(remainder), np.uint64)
+        for byte, (step, token) in enumerate(zip(small[::-1], self.time_ids[:-1][::-1])):
+            time_word |= np.where(remainder & step, np.uint64(token) << np.uint64(8 * byte), np.uint64(0))
+        # pitch -> NOTE_OFF (index 0..127; 0 outside 21..108) and NOTE_ON words
+        pitches = np.arange(MIN_PITCH, MAX_PITCH + 1)
+        off_word = np.zeros(128, np.uint64)
+        on_word = np.zeros(128, np.uint64)
+        off_word[pitches] = self.note_off_ids.astype(np.uint64) << np.uint64(56)
+        on_word[pitches] = self.note_on_ids.astype(np.uint64) << np.uint64(56)
+        # velocity (0..128; the encoder clips to that range) -> VELOCITY word, from velocity_bin
+        bin_word = self.velocity_ids.astype(np.uint64) << np.uint64(48)
+        velocity_word = bin_word[self.velocity_bin(np.arange(129))]
+        largest_word = np.uint64(self.time_ids[-1])
+        self._packed = (time_word, off_word, on_word, bin_word, velocity_word, largest_word)
+
+    def _encode_packed(self, notes: pd.DataFrame) -> bytes | None:
+        """The encoding as bytes (one id per byte), or ``None`` where only the general path applies.
+
+        Each event's tokens are packed in a uint64 (see :meth:`_build_packed_tables`), the events sorted
+        by one unique int64 key (no stable sort needed), a run of the largest time token inserted as one
+        word per token, and the zero bytes dropped. The same ids as :meth:`_encode_array_general`, with
+        ~40 numpy calls on arrays of 2 x notes elements (cold caches make each call count)."""
+        if getattr(self, "_packed", None) is None:  # (or unpickled from before the fast path)
+            return None
+        columns = _note_columns(notes)
+        if columns is None:
+            return None
+        pitch, velocity, start, end = columns
+        if pitch.dtype != np.int64:
+            pitch = np.asarray(pitch, dtype=np.int64)  # as ``Series.to_numpy(np.int64)``
+        n = len(pitch)
+        if n == 0:
+            return None
+        time_word, off_word, on_word, bin_word, velocity_word, largest_word = self._packed
+        # Per event, the packed NOTE (and VELOCITY) bytes, by event index: the n note offs, then the n
+        # note ons. A pitch outside 21..108 gets the word 0 (``off_word`` is 0 there; "clip" maps
+        # pitches below 0 to 0 and above 127 to 127): such tables take the general path.
+        payload = np.empty(2 * n, np.uint64)
+        np.take(off_word, pitch, out=payload[:n], mode="clip")
+        if not payload[:n].all():
+            return None
+        np.take(on_word, pitch, out=payload[n:])
+        if velocity.dtype == np.int64:
+            payload[n:] |= velocity_word.take(velocity, mode="clip")
+        else:
+            payload[n:] |= bin_word[self.velocity_bin(velocity)]
+
+        # Event times in units: the n note offs, then the n note ons (as the general path).
+        units = np.empty(2 * n, np.float64)
+        np.divide(np.asarray(end, dtype=np.float64), self._time_unit, out=units[:n])
+        np.divide(np.asarray(start, dtype=np.float64), self._time_unit, out=units[n:])
+        np.rint(units, out=units)
+        key = units.astype(np.int64)
+        offs, ons = key[:n], key[n:]
+        np.maximum(ons, 0, out=ons)
+        np.maximum(offs, ons + 1, out=offs)  # a zero-length note gets one unit
+        # One sort of unique keys (time, on, pitch, event index): NOTE_OFF before NOTE_ON at equal
+        # times, then by pitch, then in event order (what a stable sort by (time, on, pitch) gives).
+        index_bits = (2 * n - 1).bit_length()
+        if int(offs.max()) >= 1 << (55 - index_bits):  # the note offs end last
+            return None
+        low = pitch << index_bits
+        low |= np.arange(n)
+        key <<= 8 + index_bits
+        offs |= low
+        ons |= low
+        ons += (128 << index_bits) + n
+        key.sort()  # unique keys: no need for a stable sort
+
+        times = key >> (8 + index_bits)
+        gaps = np.empty_like(times)
+        gaps[0] = times[0]
+        np.subtract(times[1:], times[:-1], out=gaps[1:])
+        largest = self.time_steps[-1]  # a power of two
+        words = time_word.take(gaps & (largest - 1))
+        key &= (1 << index_bits) - 1
+        words |= payload.take(key)
+        if gaps.max() >= largest:
+            # Runs of the largest time token go before their event: one word of one token each.
+            counts = gaps // largest
+            counts += 1
+            ends = np.cumsum(counts)
+            ends -= 1
+            runs = np.full(int(ends[-1]) + 1, largest_word)
+            runs[ends] = words
+            words = runs
+        tokens = words.view(np.uint8)
+        return np.compress(tokens != 0, tokens).tobytes()  # 2x faster than bytes.translate, 4x than [mask]
+
+    def _encode_array_general(self, notes: pd.DataFrame) -> np.ndarray:
+        """Any note table and configuration: pitches outside 21..108 dropped, ids as int64."""
         pitch = notes["pitch"].to_numpy(np.int64)
         keep = (pitch >= MIN_PITCH) & (pitch <= MAX_PITCH)
         pitch = pitch[keep]
