@@ -115,6 +115,19 @@ class PretrainingDataset(Dataset):
         return make_example(tokens, self.context_size, self.tokenizer, self.max_music_time, self.genai_id)
 
 
+def train_and_validation(dataset_class, shards: dict, seed: int, augmentation: dict, **common) -> tuple:
+    """(train, validation) datasets of one kind: training augmented as configured, validation never,
+    and seeded one apart."""
+    train = dataset_class(
+        shards["train"],
+        seed=seed,
+        max_pitch_shift=augmentation.get("max_pitch_shift", 0),
+        speed_change_factors=list(augmentation.get("speed_change_factors") or []),
+        **common,
+    )
+    return train, dataset_class(shards["validation"], seed=seed + 1, **common)
+
+
 def make_example(
     tokens: np.ndarray,
     context_size: int,

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from piano_gpt.data.datasets import make_example
+from piano_gpt.data.datasets import make_example, train_and_validation
 from piano_gpt.data.shards import SplitShards
 from piano_gpt.midi import augment, make_notes
 from piano_gpt.tasks import Task, TaskSample, add_task_tokens, build_task_sequence, resolve_tasks
@@ -183,15 +183,7 @@ def make_task_datasets(cfg: DictConfig, tokenizer: MidiTokenizer, shards: dict[s
         prompt_masking=bool(cfg.get("prompt_masking", False)),
         max_music_time=cfg.model.max_music_time,
     )
-    train = TaskDataset(
-        shards["train"],
-        seed=cfg.seed,
-        max_pitch_shift=augmentation.get("max_pitch_shift", 0),
-        speed_change_factors=list(augmentation.get("speed_change_factors") or []),
-        **common,
-    )
-    val = TaskDataset(shards["validation"], seed=cfg.seed + 1, **common)
-    return train, val
+    return train_and_validation(TaskDataset, shards, cfg.seed, augmentation, **common)
 
 
 __all__ = [

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from piano_gpt.data.datasets import PretrainingDataset, composer_tokens_for
+from piano_gpt.data.datasets import PretrainingDataset, composer_tokens_for, train_and_validation
 from piano_gpt.data.shards import build_shards
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tasks import add_task_tokens
@@ -400,15 +400,7 @@ def make_datasets(cfg, tokenizer, shards, augmentation, with_composer, model_cfg
         with_composer=with_composer,
         max_music_time=model_cfg.max_music_time,
     )
-    train_data = PretrainingDataset(
-        shards["train"],
-        seed=cfg.seed,
-        max_pitch_shift=augmentation.get("max_pitch_shift", 0),
-        speed_change_factors=list(augmentation.get("speed_change_factors") or []),
-        **common,
-    )
-    val_data = PretrainingDataset(shards["validation"], seed=cfg.seed + 1, **common)
-    return train_data, val_data
+    return train_and_validation(PretrainingDataset, shards, cfg.seed, augmentation, **common)
 
 
 def fixed_eval_batches(
