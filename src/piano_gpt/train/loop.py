@@ -214,14 +214,14 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         model.train()
     else:
         model = build_model(cfg, tokenizer)
+    # What checkpoints save: with FSDP, an unsharded copy kept on rank 0, taken while the model is
+    # still on the CPU (a model that needs FSDP may not fit twice on its GPU).
+    checkpoint_model = copy.deepcopy(model) if fsdp and master else model
     model.to(device)
     raw_model = model
-    checkpoint_model = model  # what checkpoints save: with FSDP, an unsharded CPU copy kept on rank 0
     if fsdp:
         from piano_gpt.train import sharding
 
-        if master:
-            checkpoint_model = copy.deepcopy(model).to("cpu")
         sharding.shard_model(model)  # before the optimizer: it must hold the sharded parameters
     optimizer = model.configure_optimizers(
         cfg.optimizer.weight_decay,
