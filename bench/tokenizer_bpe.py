@@ -40,7 +40,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from piano_gpt.tokenizers.awesome import CONFIG_DIR
+    from piano_gpt.configs import CONFIG_DIR
 
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         return hydra_compose("tokenizer_training", overrides=overrides)
@@ -62,10 +62,14 @@ def tokenizer_overrides(vocab: int | None, args) -> list[str]:
 
 def train_tokenizers(args) -> dict:
     """Dump MAESTRO train and train one awesome tokenizer per vocabulary size (reused when present)."""
+    from piano_gpt.commands.prepare_tokenizer_dataset import (
+        prepare,
+        tokenizer_dataset_path,
+        write_tokenizer_dataset,
+    )
+    from piano_gpt.commands.train_tokenizer import train_tokenizer
     from piano_gpt.data.sources import dataset_items
-    from piano_gpt.prepare_tokenizer_dataset import prepare, tokenizer_dataset_path, write_tokenizer_dataset
     from piano_gpt.tokenizers.awesome import base_tokenizer_from_config, trained_tokenizer_path
-    from piano_gpt.train_tokenizer import train_tokenizer
 
     info = {}
     for vocab in args.vocab:

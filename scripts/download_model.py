@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 try:
-    from piano_gpt.cli import run_command
+    from piano_gpt.commands.cli import run_command
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from piano_gpt.cli import run_command
+    from piano_gpt.commands.cli import run_command
 
 if __name__ == "__main__":
     sys.exit(run_command("download", prog="download_model.py"))

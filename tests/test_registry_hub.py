@@ -19,7 +19,8 @@ import torch
 from huggingface_hub import constants as hf_constants
 
 import piano_gpt.train.checkpoint as checkpoint_module
-from piano_gpt import cli, hub
+from piano_gpt import hub
+from piano_gpt.commands import cli
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.registry import (
     HUB_SOURCE,

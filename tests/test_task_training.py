@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from piano_gpt.data.shards import build_shards
 from piano_gpt.data.task_datasets import TaskDataset, make_task_datasets
 from piano_gpt.tasks import get_task, resolve_tasks, task_special_tokens
 from piano_gpt.tokenizers import EOGENAI_TOKEN, GENAI_TOKEN, ExponentialTimeTokenizer, load_tokenizer
-from piano_gpt.train.config import CONFIG_DIR
+from piano_gpt.train.config import CONFIG_DIR, task_names
 from piano_gpt.train.loop import summarize_log, train
 
 DEMO = {"name": "demo", "type": "demo", "extra_datasets": []}
@@ -109,7 +110,16 @@ def test_validation_is_fixed_and_unaugmented(shards):
                 "tasks=piano_benchmark_pair",
             ],
         )
-    train_data, val_data = make_task_datasets(cfg, ExponentialTimeTokenizer(), shards)
+    train_data, val_data = make_task_datasets(
+        ExponentialTimeTokenizer(),
+        shards,
+        task_names(cfg),
+        context_size=cfg.data.context_size,
+        max_music_time=cfg.model.max_music_time,
+        seed=cfg.seed,
+        notes_per_record=cfg.data.notes_per_record,
+        augmentation=OmegaConf.to_container(cfg.dataset.augmentation),
+    )
     assert train_data.augmenting and not val_data.augmenting
     assert [t.name for t in train_data.tasks] == ["above_median_prediction", "top_line_masking-x1"]
     assert torch.equal(val_data[3]["input_ids"], val_data[3]["input_ids"])

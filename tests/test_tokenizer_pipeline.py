@@ -13,22 +13,21 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from piano_gpt.commands.prepare_tokenizer_dataset import prepare, tokenizer_dataset_path
+from piano_gpt.commands.train_tokenizer import train_tokenizer
 from piano_gpt.data.shards import build_shards, shards_key, tokenize_item
 from piano_gpt.data.sources import MidiFileItem, dataset_items, item_notes
+from piano_gpt.data.tokenizer_dump import write_tokenizer_dataset
 from piano_gpt.midi import write_notes
-from piano_gpt.prepare_tokenizer_dataset import prepare, tokenizer_dataset_path, write_tokenizer_dataset
 from piano_gpt.tokenizers import ExponentialTimeTokenizer, load_tokenizer
 from piano_gpt.tokenizers.awesome import (
-    CONFIG_DIR,
     AwesomeMidiTokenizer,
-    find_trained_tokenizer,
     text_to_base_ids,
     tokenizer_config_hash,
     trained_tokenizer_hash,
     trained_tokenizer_path,
 )
-from piano_gpt.train.config import ConfigError
-from piano_gpt.train_tokenizer import train_tokenizer
+from piano_gpt.train.config import CONFIG_DIR, ConfigError, find_trained_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ExponentialTimeTokenizer()

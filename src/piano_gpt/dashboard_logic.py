@@ -104,11 +104,10 @@ def default_runs_root() -> str:
 
 def load_model(path: str | os.PathLike, device: str | None = None):
     """(model, tokenizer, config) of a checkpoint; :class:`DashboardError` when it cannot be loaded."""
-    import torch
-
+    from piano_gpt.common import pick_device
     from piano_gpt.train.checkpoint import CheckpointError, load_checkpoint
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(device)
     try:
         return load_checkpoint(path, device=device)
     except (CheckpointError, OSError, ValueError, KeyError) as error:

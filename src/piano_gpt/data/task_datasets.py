@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from piano_gpt.data.datasets import make_example, train_and_validation
@@ -161,29 +160,29 @@ class TaskDataset(Dataset):
         )
 
 
-def task_names(cfg: DictConfig) -> list[str] | str | None:
-    """``cfg.tasks.names`` as plain Python (a set name, a task name or a list; [] for none)."""
-    tasks_cfg = cfg.get("tasks")
-    names = tasks_cfg.get("names") if tasks_cfg is not None else None
-    if isinstance(names, DictConfig | ListConfig):
-        names = OmegaConf.to_container(names, resolve=True)
-    return names
-
-
-def make_task_datasets(cfg: DictConfig, tokenizer: MidiTokenizer, shards: dict[str, SplitShards]):
-    """(train, validation) TaskDatasets of a ``task=piano_tasks`` run; adds the task tokens to
-    ``tokenizer`` (placeholder slots: the vocabulary size is unchanged)."""
-    tasks = resolve_tasks(task_names(cfg))
-    augmentation = cfg.dataset.get("augmentation") or {}
+def make_task_datasets(
+    tokenizer: MidiTokenizer,
+    shards: dict[str, SplitShards],
+    tasks: list[str] | str | None,
+    *,
+    context_size: int,
+    max_music_time: int,
+    seed: int,
+    notes_per_record: int = 128,
+    prompt_masking: bool = False,
+    augmentation: dict | None = None,
+):
+    """(train, validation) TaskDatasets over the PIANO ``tasks`` (a set name, a task name or a list);
+    adds the task tokens to ``tokenizer`` (placeholder slots: the vocabulary size is unchanged)."""
     common = dict(
         tokenizer=tokenizer,
-        tasks=tasks,
-        context_size=cfg.data.context_size,
-        notes_per_record=cfg.data.get("notes_per_record") or 128,
-        prompt_masking=bool(cfg.get("prompt_masking", False)),
-        max_music_time=cfg.model.max_music_time,
+        tasks=resolve_tasks(tasks),
+        context_size=context_size,
+        notes_per_record=notes_per_record,
+        prompt_masking=prompt_masking,
+        max_music_time=max_music_time,
     )
-    return train_and_validation(TaskDataset, shards, cfg.seed, augmentation, **common)
+    return train_and_validation(TaskDataset, shards, seed, augmentation or {}, **common)
 
 
 __all__ = [
@@ -194,5 +193,4 @@ __all__ = [
     "make_task_datasets",
     "rebase",
     "record_weights",
-    "task_names",
 ]

@@ -47,6 +47,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from piano_gpt.common import pick_device
+from piano_gpt.configs import CONFIG_DIR
 from piano_gpt.data.datasets import make_example
 from piano_gpt.data.shards import SplitShards, build_shards
 from piano_gpt.data.task_datasets import draw_window, record_weights
@@ -73,7 +75,6 @@ MAIN_METRICS = (
 DEFAULT_NOTES_PER_SAMPLE = 128  # data.notes_per_record of gpt2_piano
 MIN_BUDGET_NOTES = 8
 STOP_PROMPT_TOO_LONG = "prompt_too_long"
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 class EvaluationError(ValueError):
@@ -194,12 +195,6 @@ def baseline_generation(method: str, item: EvalSample, seed: int) -> pd.DataFram
 
 
 # --- the model --------------------------------------------------------------------------------------
-
-
-def pick_device(device: str = "auto") -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
 
 
 @torch.no_grad()

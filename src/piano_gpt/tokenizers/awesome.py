@@ -27,7 +27,7 @@ import pandas as pd
 from tokenizers import Tokenizer, models, trainers
 
 from piano_gpt.midi import make_notes
-from piano_gpt.tokenizers.base import CLS_TOKEN, PAD_TOKEN, MidiTokenizer, load_tokenizer, tokenizer_from_dict
+from piano_gpt.tokenizers.base import CLS_TOKEN, PAD_TOKEN, MidiTokenizer, tokenizer_from_dict
 
 CHAR_OFFSET = 0x4E00  # CJK Unified Ideographs
 _MAX_CHAR = 0xD7FF  # stay below the surrogate range
@@ -304,15 +304,13 @@ class AwesomeMidiTokenizer(MidiTokenizer):
 # ``python -m piano_gpt.train_tokenizer`` writes ``<tokenizers_dir>/awesome-<dataset name>-<hash>.json``,
 # the hash being :func:`tokenizer_config_hash` of the dataset config and the tokenizer config (less
 # ``tokenizers_dir``, which says where files go, not what the tokenizer is). Training with
-# ``tokenizer=awesome`` finds it by the same hash: :func:`find_trained_tokenizer`.
+# ``tokenizer=awesome`` finds it by the same hash: :func:`piano_gpt.train.config.find_trained_tokenizer`.
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_TOKENIZERS_DIR = "tmp/tokenizers"
 LOCATION_KEYS = ("tokenizers_dir",)  # tokenizer config keys left out of the hash
-TRAINING_DEFAULTS = {"dataset": "demo", "tokenizer": "awesome"}  # the groups of configs/tokenizer_training
 
 
-def _plain(section) -> dict:
+def plain_dict(section) -> dict:
     """A config section (DictConfig or mapping) as plain, resolved dicts and lists."""
     from omegaconf import DictConfig, OmegaConf
 
@@ -323,13 +321,13 @@ def _plain(section) -> dict:
 
 def trained_tokenizer_hash(dataset_cfg, tokenizer_cfg) -> str:
     """The hash naming the tokenizer trained for these configs."""
-    tokenizer = {k: v for k, v in _plain(tokenizer_cfg).items() if k not in LOCATION_KEYS}
-    return tokenizer_config_hash(_plain(dataset_cfg), tokenizer)
+    tokenizer = {k: v for k, v in plain_dict(tokenizer_cfg).items() if k not in LOCATION_KEYS}
+    return tokenizer_config_hash(plain_dict(dataset_cfg), tokenizer)
 
 
 def trained_tokenizer_path(dataset_cfg, tokenizer_cfg) -> Path:
     """``<tokenizers_dir>/awesome-<dataset name>-<hash>.json``."""
-    dataset, tokenizer = _plain(dataset_cfg), _plain(tokenizer_cfg)
+    dataset, tokenizer = plain_dict(dataset_cfg), plain_dict(tokenizer_cfg)
     directory = Path(str(tokenizer.get("tokenizers_dir") or DEFAULT_TOKENIZERS_DIR)).expanduser()
     label = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(dataset.get("name") or dataset.get("type") or "dataset"))
     return directory / f"awesome-{label}-{trained_tokenizer_hash(dataset, tokenizer)}.json"
@@ -337,118 +335,6 @@ def trained_tokenizer_path(dataset_cfg, tokenizer_cfg) -> Path:
 
 def base_tokenizer_from_config(tokenizer_cfg) -> MidiTokenizer:
     """The base tokenizer an awesome tokenizer config names (``base:``; exponential unless named)."""
-    base = dict(_plain(tokenizer_cfg).get("base") or {})
+    base = dict(plain_dict(tokenizer_cfg).get("base") or {})
     base.setdefault("name", "exponential")
     return tokenizer_from_dict(base)
-
-
-def _hydra_choices() -> dict:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return dict(HydraConfig.get().runtime.choices)
-    except Exception:  # no Hydra run: fall back to the config names
-        pass
-    return {}
-
-
-def _leaves(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-_BARE = re.compile(r"[A-Za-z0-9_./~][A-Za-z0-9_./~:+-]*")
-
-
-def override_value(value) -> str:
-    """A value as Hydra's override grammar reads it back."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(override_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
-    text = str(value)
-    try:
-        float(text)
-        number_like = True
-    except ValueError:
-        number_like = False
-    if _BARE.fullmatch(text) and not number_like and text.lower() not in ("true", "false", "null"):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def tokenizer_training_overrides(cfg) -> list[str]:
-    """The overrides of ``configs/tokenizer_training`` that give ``cfg``'s dataset and tokenizer sections
-    (unquoted; see :func:`tokenizer_training_commands` for shell-ready lines)."""
-    from omegaconf import OmegaConf
-
-    choices = _hydra_choices()
-    overrides = []
-    for group, default in TRAINING_DEFAULTS.items():
-        section = _plain(cfg[group])
-        choice = choices.get(group)
-        if not choice or not (CONFIG_DIR / group / f"{choice}.yaml").exists():
-            name = str(section.get("name"))
-            choice = name if (CONFIG_DIR / group / f"{name}.yaml").exists() else default
-        if choice != default:
-            overrides.append(f"{group}={choice}")
-        base = _leaves(_plain(OmegaConf.load(CONFIG_DIR / group / f"{choice}.yaml")))
-        have = _leaves(section)
-        for key, value in have.items():
-            if key not in base:
-                overrides.append(f"+{group}.{key}={override_value(value)}")
-            elif base[key] != value or type(base[key]) is not type(value):
-                overrides.append(f"{group}.{key}={override_value(value)}")
-        overrides += [f"~{group}.{key}" for key in base if key not in have]
-    return overrides
-
-
-def tokenizer_training_commands(cfg) -> list[str]:
-    """The two commands that train the awesome tokenizer ``cfg`` (a training config) asks for."""
-    import shlex
-
-    tail = "".join(f" {shlex.quote(o)}" for o in tokenizer_training_overrides(cfg))
-    return [
-        f"python -m piano_gpt.{script}{tail}" for script in ("prepare_tokenizer_dataset", "train_tokenizer")
-    ]
-
-
-def find_trained_tokenizer(cfg) -> AwesomeMidiTokenizer:
-    """The awesome tokenizer trained for ``cfg.dataset`` + ``cfg.tokenizer`` (found by their hash).
-
-    Raises :class:`piano_gpt.train.config.ConfigError` naming the two commands to run when there is
-    none, or when the file there is not a matching awesome tokenizer."""
-    from piano_gpt.train.config import ConfigError
-
-    def problem(what: str) -> ConfigError:
-        commands = "\n".join(f"  {line}" for line in tokenizer_training_commands(cfg))
-        return ConfigError(f"tokenizer=awesome: {what}. Train it first:\n{commands}")
-
-    path = trained_tokenizer_path(cfg.dataset, cfg.tokenizer)
-    if not path.exists():
-        raise problem(f"no tokenizer trained for this dataset and tokenizer config ({path} does not exist)")
-    try:
-        tokenizer = load_tokenizer(path)
-    except ValueError as error:
-        raise problem(f"{error}; delete it") from error
-    if not isinstance(tokenizer, AwesomeMidiTokenizer):
-        raise problem(f"{path} holds a {tokenizer.name} tokenizer, not an awesome one; delete it")
-    want = base_tokenizer_from_config(cfg.tokenizer).to_dict()
-    have = tokenizer.base.to_dict()
-    want.pop("special_tokens", None)
-    have.pop("special_tokens", None)
-    if have != want:
-        raise problem(f"{path} was trained over another base tokenizer ({have}); delete it")
-    return tokenizer

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from piano_gpt.tokenizers import ExponentialTimeTokenizer, MidiTokenizer
+from piano_gpt.configs import CONFIG_DIR
+from piano_gpt.tokenizers import ExponentialTimeTokenizer, MidiTokenizer, load_tokenizer
+from piano_gpt.tokenizers.awesome import (
+    AwesomeMidiTokenizer,
+    base_tokenizer_from_config,
+    plain_dict,
+    trained_tokenizer_path,
+)
 
 
 class ConfigError(ValueError):
@@ -18,7 +26,6 @@ def fail(message: str) -> None:
     raise ConfigError(message)
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DATASET_TYPES = ("demo", "maestro", "hf")
 
 
@@ -199,13 +206,134 @@ def _one_line(error: BaseException) -> str:
     return f"{message} ({cause})" if cause and cause not in message else message
 
 
+def task_names(cfg: DictConfig) -> list[str] | str | None:
+    """``cfg.tasks.names`` as plain Python (a set name, a task name or a list; [] for none)."""
+    tasks_cfg = cfg.get("tasks")
+    names = tasks_cfg.get("names") if tasks_cfg is not None else None
+    if isinstance(names, DictConfig | ListConfig):
+        names = OmegaConf.to_container(names, resolve=True)
+    return names
+
+
 def build_tokenizer(cfg: DictConfig) -> MidiTokenizer:
     tok = OmegaConf.to_container(cfg.tokenizer, resolve=True)
     name = tok.pop("name")
     if name == "exponential":
         return ExponentialTimeTokenizer(**tok)
     if name == "awesome":
-        from piano_gpt.tokenizers.awesome import find_trained_tokenizer
-
         return find_trained_tokenizer(cfg)
     fail(f"tokenizer={name}: use exponential or awesome")
+
+
+# --- the awesome tokenizer a training config names ----------------------------------------------------
+
+TRAINING_DEFAULTS = {"dataset": "demo", "tokenizer": "awesome"}  # the groups of configs/tokenizer_training
+
+
+def _hydra_choices() -> dict:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return dict(HydraConfig.get().runtime.choices)
+    except Exception:  # no Hydra run: fall back to the config names
+        pass
+    return {}
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_BARE = re.compile(r"[A-Za-z0-9_./~][A-Za-z0-9_./~:+-]*")
+
+
+def override_value(value) -> str:
+    """A value as Hydra's override grammar reads it back."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    try:
+        float(text)
+        number_like = True
+    except ValueError:
+        number_like = False
+    if _BARE.fullmatch(text) and not number_like and text.lower() not in ("true", "false", "null"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def tokenizer_training_overrides(cfg) -> list[str]:
+    """The overrides of ``configs/tokenizer_training`` that give ``cfg``'s dataset and tokenizer sections
+    (unquoted; see :func:`tokenizer_training_commands` for shell-ready lines)."""
+    choices = _hydra_choices()
+    overrides = []
+    for group, default in TRAINING_DEFAULTS.items():
+        section = plain_dict(cfg[group])
+        choice = choices.get(group)
+        if not choice or not (CONFIG_DIR / group / f"{choice}.yaml").exists():
+            name = str(section.get("name"))
+            choice = name if (CONFIG_DIR / group / f"{name}.yaml").exists() else default
+        if choice != default:
+            overrides.append(f"{group}={choice}")
+        base = _leaves(plain_dict(OmegaConf.load(CONFIG_DIR / group / f"{choice}.yaml")))
+        have = _leaves(section)
+        for key, value in have.items():
+            if key not in base:
+                overrides.append(f"+{group}.{key}={override_value(value)}")
+            elif base[key] != value or type(base[key]) is not type(value):
+                overrides.append(f"{group}.{key}={override_value(value)}")
+        overrides += [f"~{group}.{key}" for key in base if key not in have]
+    return overrides
+
+
+def tokenizer_training_commands(cfg) -> list[str]:
+    """The two commands that train the awesome tokenizer ``cfg`` (a training config) asks for."""
+    import shlex
+
+    tail = "".join(f" {shlex.quote(o)}" for o in tokenizer_training_overrides(cfg))
+    return [
+        f"python -m piano_gpt.{script}{tail}" for script in ("prepare_tokenizer_dataset", "train_tokenizer")
+    ]
+
+
+def find_trained_tokenizer(cfg) -> AwesomeMidiTokenizer:
+    """The awesome tokenizer trained for ``cfg.dataset`` + ``cfg.tokenizer`` (found by their hash).
+
+    Raises :class:`ConfigError` naming the two commands to run when there is
+    none, or when the file there is not a matching awesome tokenizer."""
+
+    def problem(what: str) -> ConfigError:
+        commands = "\n".join(f"  {line}" for line in tokenizer_training_commands(cfg))
+        return ConfigError(f"tokenizer=awesome: {what}. Train it first:\n{commands}")
+
+    path = trained_tokenizer_path(cfg.dataset, cfg.tokenizer)
+    if not path.exists():
+        raise problem(f"no tokenizer trained for this dataset and tokenizer config ({path} does not exist)")
+    try:
+        tokenizer = load_tokenizer(path)
+    except ValueError as error:
+        raise problem(f"{error}; delete it") from error
+    if not isinstance(tokenizer, AwesomeMidiTokenizer):
+        raise problem(f"{path} holds a {tokenizer.name} tokenizer, not an awesome one; delete it")
+    want = base_tokenizer_from_config(cfg.tokenizer).to_dict()
+    have = tokenizer.base.to_dict()
+    want.pop("special_tokens", None)
+    have.pop("special_tokens", None)
+    if have != want:
+        raise problem(f"{path} was trained over another base tokenizer ({have}); delete it")
+    return tokenizer

@@ -26,8 +26,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from piano_gpt import common
 from piano_gpt.data.datasets import PretrainingDataset, composer_tokens_for, train_and_validation
 from piano_gpt.data.shards import build_shards
+from piano_gpt.data.task_datasets import make_task_datasets
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tasks import add_task_tokens
 from piano_gpt.tokenizers import MidiTokenizer
@@ -42,26 +44,12 @@ from piano_gpt.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from piano_gpt.train.config import build_tokenizer, validate_config
-
-# Peak dense bf16 FLOP/s used for MFU when system.peak_flops is not set (the CPU figure is a rough
-# 2-core AVX2 number: set system.peak_flops for your machine).
-PEAK_FLOPS = {"cuda": 312e12, "cpu": 1e11, "mps": 10e12}
-# Data-sheet dense bf16 peaks by GPU name, first match wins (PCIe parts run lower clocks).
-GPU_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12))
+from piano_gpt.train.config import build_tokenizer, task_names, validate_config
 
 
 def peak_flops(cfg: DictConfig, device: str) -> float:
-    """The FLOP/s that MFU is measured against: the config's, else the GPU's data sheet, else a default."""
-    if cfg.system.get("peak_flops"):
-        return float(cfg.system.peak_flops)
-    device_type = device.split(":")[0]
-    if device_type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in GPU_PEAK_FLOPS:
-            if key in name:
-                return flops
-    return PEAK_FLOPS.get(device_type, 1e11)
+    """The FLOP/s that MFU is measured against: ``system.peak_flops``, else the device's (``common``)."""
+    return common.peak_flops(device, cfg.system.get("peak_flops"))
 
 
 def learning_rate(it: int, cfg: DictConfig) -> float:
@@ -93,15 +81,7 @@ def setup_distributed() -> tuple[bool, int, int, int]:
 
 
 def pick_device(cfg: DictConfig, local_rank: int) -> str:
-    device = cfg.system.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        # torch.cuda.set_device needs an index: one process per GPU, the local rank's (0 alone).
-        device = f"cuda:{local_rank}"
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-    return device
+    return common.pick_device(cfg.system.device, local_rank)
 
 
 def pick_dtype(cfg: DictConfig, device_type: str) -> str:
@@ -206,7 +186,29 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         add_task_tokens(tokenizer)  # placeholder slots: the vocabulary size (and a checkpoint's) is unchanged
     augmentation = cfg.dataset.get("augmentation") or {}
     model_cfg = cfg.model
-    train_data, val_data = make_datasets(cfg, tokenizer, shards, augmentation, with_composer, model_cfg)
+    if cfg.task == "piano_tasks":
+        train_data, val_data = make_task_datasets(
+            tokenizer,
+            shards,
+            task_names(cfg),
+            context_size=cfg.data.context_size,
+            max_music_time=model_cfg.max_music_time,
+            seed=cfg.seed,
+            notes_per_record=cfg.data.get("notes_per_record") or 128,
+            prompt_masking=bool(cfg.get("prompt_masking", False)),
+            augmentation=augmentation,
+        )
+    else:
+        train_data, val_data = train_and_validation(
+            PretrainingDataset,
+            shards,
+            cfg.seed,
+            augmentation,
+            tokenizer=tokenizer,
+            context_size=cfg.data.context_size,
+            with_composer=with_composer,
+            max_music_time=model_cfg.max_music_time,
+        )
 
     # ---- model -------------------------------------------------------------------------------------
     if init_model is not None:
@@ -387,20 +389,6 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return run_dir
-
-
-def make_datasets(cfg, tokenizer, shards, augmentation, with_composer, model_cfg):
-    if cfg.task == "piano_tasks":
-        from piano_gpt.data.task_datasets import make_task_datasets
-
-        return make_task_datasets(cfg, tokenizer, shards)
-    common = dict(
-        tokenizer=tokenizer,
-        context_size=cfg.data.context_size,
-        with_composer=with_composer,
-        max_music_time=model_cfg.max_music_time,
-    )
-    return train_and_validation(PretrainingDataset, shards, cfg.seed, augmentation, **common)
 
 
 def fixed_eval_batches(

@@ -1,0 +1,140 @@
+"""python -m piano_gpt.generate checkpoint_path=DIR prompt_path=IN.mid output_path=OUT.mid [key=value ...]
+
+MIDI in, MIDI out: continues the prompt (``mode=continuation``) or performs a PIANO task on it
+(``mode=task task=NAME``) with a checkpoint, and writes prompt + generation as MIDI whose metadata
+names the settings and the seed. Options: ``configs/generate.yaml``. Prints where each file is, its
+number of notes and, when the checkpoint's training shards are present, how much of the generation is
+copied from the training set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from piano_gpt.commands.base import hydra_command
+from piano_gpt.common import pick_device
+from piano_gpt.generation import (
+    Generation,
+    GenerationConfig,
+    GenerationError,
+    NgramIndex,
+    find_training_shards,
+    generate_samples,
+    load_index,
+    task_samples,
+)
+from piano_gpt.midi import read_notes, write_notes
+from piano_gpt.train.checkpoint import load_checkpoint
+
+
+def output_paths(output_path: str, seeds: list[int]) -> list[Path]:
+    path = Path(output_path)
+    if len(seeds) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{seed}{path.suffix or '.mid'}") for seed in seeds]
+
+
+def memorisation_index(cfg: DictConfig, checkpoint_config: dict, tokenizer) -> NgramIndex | None:
+    mode = str(cfg.memorisation).lower()
+    if mode in ("false", "off", "none"):
+        return None
+    path = cfg.shards_path or find_training_shards(checkpoint_config, tokenizer, cfg.shards_dir)
+    if path is None or not (Path(path) / "manifest.json").exists():
+        if mode in ("true", "on", "required"):
+            raise GenerationError(
+                f"memorisation=true: no training shards found for this checkpoint under {cfg.shards_dir} "
+                "(set shards_path=DIR to a split's shards)"
+            )
+        return None
+    return load_index(str(path), tokenizer.time_unit)
+
+
+def run(cfg: DictConfig) -> list[str]:
+    model, tokenizer, checkpoint_config = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
+    prompt = read_notes(cfg.prompt_path) if cfg.prompt_path else None
+    if prompt is not None and cfg.prompt_notes:
+        prompt = prompt.iloc[: int(cfg.prompt_notes)].reset_index(drop=True)
+    config = GenerationConfig(
+        n_samples=int(cfg.n_samples),
+        seed=int(cfg.seed),
+        temperature=float(cfg.temperature),
+        top_k=None if cfg.top_k is None else int(cfg.top_k),
+        top_p=float(cfg.top_p),
+        min_p=float(cfg.min_p),
+        max_new_tokens=int(cfg.max_new_tokens),
+        max_notes=None if cfg.max_notes is None else int(cfg.max_notes),
+        max_duration=None if cfg.duration is None else float(cfg.duration),
+        context_keep=float(cfg.context_keep),
+        fast=bool(cfg.fast),
+    )
+    if cfg.mode == "continuation":
+        if cfg.n_notes is not None or cfg.time_span is not None:
+            raise GenerationError(
+                "n_notes and time_span condition task completion (mode=task); use max_notes/duration"
+            )
+        generations = generate_samples(
+            model, tokenizer, prompt, config, composer=cfg.composer, dataset=cfg.dataset
+        )
+    elif cfg.mode == "task":
+        if not cfg.task or prompt is None:
+            raise GenerationError(
+                "mode=task needs task=NAME and prompt_path=IN.mid (the notes the task splits)"
+            )
+        time_span = None if cfg.time_span is None else tuple(OmegaConf.to_container(cfg.time_span))
+        generations = task_samples(
+            model,
+            tokenizer,
+            prompt,
+            cfg.task,
+            config,
+            task_seed=int(cfg.task_seed),
+            n_notes=cfg.n_notes,
+            time_span=time_span,
+            composer=cfg.composer,
+            dataset=cfg.dataset,
+        )
+    else:
+        raise GenerationError(f"mode={cfg.mode}: use continuation or task")
+
+    index = memorisation_index(cfg, checkpoint_config, tokenizer)
+    lines = []
+    for generation, path in zip(generations, output_paths(cfg.output_path, config.seeds)):
+        lines += write_generation(generation, path, index, cfg.checkpoint_path)
+    return lines
+
+
+def write_generation(
+    generation: Generation, path: Path, index: NgramIndex | None, checkpoint: str
+) -> list[str]:
+    metadata = {"checkpoint": str(checkpoint), **generation.metadata()}
+    report = index.check(generation.notes) if index is not None else None
+    if report is not None:
+        metadata.update(
+            memorised_longest_run=report.longest_run, memorised_fraction=round(report.copied_fraction, 4)
+        )
+    piece = generation.piece
+    write_notes(piece, path, metadata={k: _text(v) for k, v in metadata.items()})
+    seconds = float(piece["end"].max()) if len(piece) else 0.0
+    lines = [
+        f"wrote {path}: {len(piece)} notes ({len(generation.context)} prompt + {len(generation.notes)} generated), "
+        f"{seconds:.1f} s, seed {generation.seed}, stopped: {generation.stop_reason}"
+    ]
+    if report is not None:
+        lines.append(f"  memorisation: {report.summary()}")
+    return lines
+
+
+def _text(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+
+
+@hydra_command("generate")
+def main(cfg: DictConfig) -> None:
+    for line in run(cfg):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
