@@ -68,6 +68,8 @@ def run(cfg: DictConfig) -> list[str]:
         max_duration=None if cfg.duration is None else float(cfg.duration),
         context_keep=float(cfg.context_keep),
         fast=bool(cfg.fast),
+        grammar=bool(cfg.grammar),
+        max_note_seconds=None if cfg.max_note_seconds is None else float(cfg.max_note_seconds),
     )
     if cfg.mode == "continuation":
         if cfg.n_notes is not None or cfg.time_span is not None:

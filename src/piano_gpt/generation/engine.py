@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from piano_gpt.generation.conditioning import GenerationError, prefix_ids
+from piano_gpt.generation.grammar import DEFAULT_MAX_NOTE_SECONDS, NoteGrammar, grammar_support
 from piano_gpt.generation.runner import RUNNERS
 from piano_gpt.generation.sampling import Sampler, SamplingConfig
 from piano_gpt.midi import clip_same_pitch_overlaps, empty_notes, make_notes
@@ -56,6 +57,8 @@ class GenerationConfig:
     max_duration: float | None = None  # seconds of generated music
     context_keep: float = 0.5  # share of the window kept when a continuation slides
     fast: bool = True  # FastRunner; False: GPT.forward with model.KVCache (the reference path)
+    grammar: bool = True  # keep the note grammar (generation/grammar.py); exact for the exponential tokenizer
+    max_note_seconds: float | None = DEFAULT_MAX_NOTE_SECONDS  # longest note; None: no limit
 
     def __post_init__(self):
         self.sampling  # noqa: B018 (validates the sampling options)
@@ -67,6 +70,8 @@ class GenerationConfig:
             raise GenerationError(f"max_notes={self.max_notes}: must be >= 1 (or None)")
         if self.max_duration is not None and not self.max_duration > 0:
             raise GenerationError(f"max_duration={self.max_duration}: must be > 0 seconds (or None)")
+        if self.max_note_seconds is not None and not self.max_note_seconds > 0:
+            raise GenerationError(f"max_note_seconds={self.max_note_seconds}: must be > 0 seconds (or None)")
         if not 0 < self.context_keep < 1:
             raise GenerationError(f"context_keep={self.context_keep}: must be in (0, 1)")
 
@@ -244,6 +249,10 @@ def sample_ids(
     if is_task and tables.eogenai_id is not None:
         allowed[tables.eogenai_id] = True
     sampler = Sampler(config.sampling, config.seeds, allowed)
+    grammar = None
+    if config.grammar and grammar_support(tokenizer) is None:
+        grammar = NoteGrammar(tokenizer, B, allowed, config.max_note_seconds)
+        grammar.start(prompt.cpu().numpy())
     runner = RUNNERS["fast" if config.fast else "model"](model, B)
 
     def window_of(history: torch.Tensor) -> torch.Tensor:
@@ -268,8 +277,10 @@ def sample_ids(
     max_units = math.floor(config.max_duration / tokenizer.time_unit + 1e-6) if elapsed is not None else 0
     steps = config.max_new_tokens
     for step in range(steps):
-        token = sampler(logits)
+        token = sampler(logits, grammar.allowed() if grammar is not None else None)
         out[:, step] = token
+        if grammar is not None:
+            grammar.advance(token.cpu().numpy())
         if check_eogenai or notes is not None or elapsed is not None:
             hits = {}
             if check_eogenai:
@@ -311,11 +322,15 @@ def sample_ids(
 # --- continuation -------------------------------------------------------------------------------------
 
 
-def playable(notes: pd.DataFrame) -> pd.DataFrame:
+def playable(notes: pd.DataFrame, max_note_seconds: float | None = None) -> pd.DataFrame:
     """A canonical note table a piano (and a MIDI file) can hold: a pitch struck twice at one time is
-    one note (the loudest), and a note ends when its key is struck again."""
+    one note (the loudest), a note ends when its key is struck again, and none lasts longer than
+    ``max_note_seconds`` (the grammar's limit, applied here too for tokenizers it cannot keep exactly)."""
     notes = clip_same_pitch_overlaps(notes)
-    return make_notes(notes["pitch"], notes["velocity"], notes["start"], notes["end"])
+    end = notes["end"]
+    if max_note_seconds is not None:
+        end = np.minimum(end, notes["start"] + max_note_seconds)
+    return make_notes(notes["pitch"], notes["velocity"], notes["start"], end)
 
 
 def as_notes(notes) -> pd.DataFrame:
@@ -358,7 +373,8 @@ def generate_samples(
     generations = []
     for sample in samples:
         decoded = tokenizer.decode(np.concatenate([np.asarray(prompt_ids, np.int64), sample.ids]))
-        notes = playable(_shift(decoded.iloc[n_prompt_notes:].reset_index(drop=True), offset))
+        notes = _shift(decoded.iloc[n_prompt_notes:].reset_index(drop=True), offset)
+        notes = playable(notes, config.max_note_seconds)
         generations.append(Generation(notes, prompt, sample.ids, sample.seed, sample.stop_reason, settings))
     return generations
 
@@ -398,7 +414,14 @@ def complete_samples(
     settings = {"mode": "completion", **config.to_dict()}
     context = empty_notes() if context is None else context
     return [
-        Generation(playable(tokenizer.decode(s.ids)), context, s.ids, s.seed, s.stop_reason, settings)
+        Generation(
+            playable(tokenizer.decode(s.ids), config.max_note_seconds),
+            context,
+            s.ids,
+            s.seed,
+            s.stop_reason,
+            settings,
+        )
         for s in samples
     ]
 

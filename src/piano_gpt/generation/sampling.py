@@ -48,9 +48,12 @@ class Sampler:
         top_k = config.top_k or 0
         self.top_k = top_k if 0 < top_k < int(allowed.sum()) else 0
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """One id per row; ``allowed`` (``(B, V)`` bool), when given, narrows the ids further this step."""
         config = self.config
         logits = logits.float() + self.bias
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed[: logits.size(0)], float("-inf"))
         if config.temperature == 0:
             return logits.argmax(dim=-1)
         if config.temperature != 1:
