@@ -18,7 +18,7 @@ same groups for HF), ``zero_grad(set_to_none=True)``. ``torch.use_deterministic_
 as in training on CPU (``system.deterministic``, default true; ``--no-deterministic`` turns it off).
 
 Also timed, as "ours, plain path": our model with its CPU training fast paths off
-(``model.ONEDNN_LINEAR = False``, ``model.ATTENTION_CHUNK = 0``: MKL matmuls, one SDPA call per layer),
+(``model_kernels.PLAIN``: MKL matmuls, one SDPA call per layer),
 i.e. the model before those were added.
 
 tokens/s = 8 * 512 / (wall seconds per step). After a warm-up step, each repeat times ``--steps`` steps of
@@ -45,8 +45,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tokenizer import machine  # noqa: E402  (bench/tokenizer.py: date, cores, CPU, torch, uptime)
 
-import piano_gpt.model as piano_model  # noqa: E402
 from piano_gpt.model import GPT, MODEL_PRESETS, GPTConfig  # noqa: E402
+from piano_gpt.model_kernels import PLAIN, CpuTrainingKernels, use_cpu_training_kernels  # noqa: E402
 
 CONTEXT = 512
 BATCH = 8
@@ -108,13 +108,6 @@ def loss_of(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
 
 
-FAST_PATHS = (piano_model.ONEDNN_LINEAR, piano_model.ATTENTION_CHUNK)
-
-
-def set_fast_paths(on: bool) -> None:
-    piano_model.ONEDNN_LINEAR, piano_model.ATTENTION_CHUNK = FAST_PATHS if on else (False, 0)
-
-
 class Trainer:
     def __init__(
         self, name: str, model: torch.nn.Module, dtype: str, compile: bool = False, fast: bool = True
@@ -124,28 +117,28 @@ class Trainer:
         self.model = torch.compile(model) if compile else model
         self.optimizer = adamw(model)
         self.dtype = dtype
-        self.fast = fast
+        self.kernels = CpuTrainingKernels() if fast else PLAIN
         self.batch = make_batch()
         self.times: list[float] = []
         self.cpu_times: list[float] = []
 
     def step(self) -> float:
-        set_fast_paths(self.fast)
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        if self.dtype == "bfloat16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        with use_cpu_training_kernels(self.kernels):
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            if self.dtype == "bfloat16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = loss_of(self.model, self.batch)
+            else:
                 loss = loss_of(self.model, self.batch)
-        else:
-            loss = loss_of(self.model, self.batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.raw.parameters(), GRAD_CLIP)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.item()
-        seconds = time.perf_counter() - t0
-        self.cpu_times.append(time.process_time() - c0)
-        return seconds
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), GRAD_CLIP)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.item()
+            seconds = time.perf_counter() - t0
+            self.cpu_times.append(time.process_time() - c0)
+            return seconds
 
 
 def bench(dtypes: list[str], repeats: int, steps: int, warmup: int, compile: bool) -> list[dict]:

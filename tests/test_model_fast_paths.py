@@ -1,15 +1,16 @@
-"""The CPU training fast paths of piano_gpt.model compute what the plain path computes (to rounding)."""
+"""The CPU training kernels of piano_gpt.model compute what the plain path computes (to rounding)."""
 
 import pytest
 import torch
 
-import piano_gpt.model as model_module
 from piano_gpt.model import GPT, GPTConfig
+from piano_gpt.model_kernels import PLAIN, CpuTrainingKernels, use_cpu_training_kernels
+
+FAST = CpuTrainingKernels(onednn_linear=True, attention_chunk=128)
 
 
 def step(config, fast, dtype=None, seed=0, T=None):
-    model_module.ONEDNN_LINEAR, model_module.ATTENTION_CHUNK = (True, 128) if fast else (False, 0)
-    try:
+    with use_cpu_training_kernels(FAST if fast else PLAIN):
         torch.manual_seed(seed)
         model = GPT(config).train()
         g = torch.Generator().manual_seed(seed)
@@ -21,8 +22,6 @@ def step(config, fast, dtype=None, seed=0, T=None):
             logits, loss = model(ids[:, :-1], times, ids[:, 1:])
         loss.backward()
         return logits.float(), loss, {n: p.grad.clone() for n, p in model.named_parameters()}
-    finally:
-        model_module.ONEDNN_LINEAR, model_module.ATTENTION_CHUNK = True, 128
 
 
 @pytest.mark.parametrize("T", [64, 65, 100, 128, 200])
@@ -53,11 +52,8 @@ def test_fast_paths_off_without_grad():
     times = torch.zeros_like(ids)
     with torch.no_grad():
         a, _ = model(ids, times, all_logits=True)
-        model_module.ONEDNN_LINEAR, model_module.ATTENTION_CHUNK = False, 0
-        try:
+        with use_cpu_training_kernels(PLAIN):
             b, _ = model(ids, times, all_logits=True)
-        finally:
-            model_module.ONEDNN_LINEAR, model_module.ATTENTION_CHUNK = True, 128
     assert torch.equal(a, b)
 
 

@@ -8,16 +8,8 @@ tying between the token embedding and the output head, no biases. Two additions:
   timeline of a performance each token falls;
 - a KV cache for incremental decoding (``KVCache``), used by ``piano_gpt.generation``.
 
-Two CPU training fast paths (``bench/train.py`` measures them; both off outside training, i.e. with
-gradients disabled, and under ``torch.compile``), each computing the same function in the same precision,
-so results differ from the plain path by rounding only:
-
-- fp32 matmuls through oneDNN (inside every x86 PyTorch) instead of MKL (``ONEDNN_LINEAR``): on the
-  AMD Zen 5 CPU of ``bench/RESULTS.md`` MKL's fp32 GEMM ran at ~100 GFLOP/s per core (AVX2 speed),
-  oneDNN's at ~250 (AVX-512): 1.5-2.3x faster per matmul of this model;
-- causal attention in query chunks (``ATTENTION_CHUNK``): PyTorch's CPU flash-attention kernel computes
-  whole 512-key blocks even under ``is_causal``, so below 512 tokens it does the work of full attention;
-  chunk ``[a, b)`` of queries attends to keys ``[0, b)`` only, which skips most of the masked half.
+While training on the CPU, the linear layers and causal attention run through the kernels of
+``piano_gpt.model_kernels`` (the same functions, faster; ``CpuTrainingKernels`` switches them).
 """
 
 from __future__ import annotations
@@ -30,145 +22,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# --- CPU training fast paths ------------------------------------------------------------------------
-
-ONEDNN_LINEAR = True  # fp32 CPU training matmuls through oneDNN (False: torch's default, MKL)
-ATTENTION_CHUNK = 128  # query rows per chunk of CPU training attention (0: one SDPA call)
-_MIN_ROWS = 64  # below this many rows a matmul stays on the default path
-
-_onednn_linear = (
-    getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-)
-
-
-def _cpu_training(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
-
-def _dnn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ weight.T (+ bias)`` by oneDNN, for 2-D ``x``; ``weight`` may be a transposed view."""
-    return _onednn_linear(x, weight, bias, "none", [], "")
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """``F.linear`` in fp32 whose three matmuls (forward, input and weight gradients) run in oneDNN."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        y = _dnn(x.reshape(-1, x.shape[-1]), weight, bias)
-        return y.view(*x.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1])
-        x2 = x.reshape(-1, x.shape[-1])
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _dnn(g, weight.t()).view(x.shape)  # g @ W
-        if ctx.needs_input_grad[1]:
-            # g.T @ x; oneDNN copies its first operand to contiguous: pass the narrower one first.
-            if x2.shape[1] <= g.shape[1]:
-                grad_w = _dnn(x2.t(), g.t()).t()
-            else:
-                grad_w = _dnn(g.t(), x2.t())
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b
-
-
-def linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``; while training in fp32 on CPU, through oneDNN (see ``ONEDNN_LINEAR``)."""
-    weight = module.weight
-    if (
-        ONEDNN_LINEAR
-        and _onednn_linear is not None
-        and type(module) is nn.Linear  # not a subclass with its own forward, and no hooks to skip
-        and not (module._forward_hooks or module._forward_pre_hooks)
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and _cpu_training(x)
-        and not torch.is_autocast_enabled("cpu")
-        and x.numel() >= _MIN_ROWS * x.shape[-1]
-    ):
-        return _OneDNNLinear.apply(x, weight, module.bias)
-    return module(x)
-
-
-_flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-_flash_cpu_backward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-_chunk_masks: dict[tuple, torch.Tensor] = {}
-
-
-def _chunk_mask(start: int, stop: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Additive mask of query rows ``start..stop-1`` x keys ``0..stop-1``: -inf on future keys."""
-    key = (start, stop, dtype, str(device))
-    if key not in _chunk_masks:
-        future = ~torch.ones(stop - start, stop, dtype=torch.bool, device=device).tril(start)
-        _chunk_masks[key] = torch.zeros(future.shape, dtype=dtype, device=device).masked_fill_(
-            future, -math.inf
-        )
-    return _chunk_masks[key]
-
-
-class _ChunkedCausalAttention(torch.autograd.Function):
-    """Causal attention, query chunk ``[a, b)`` against keys ``[0, b)``, by PyTorch's CPU flash kernel."""
-
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int) -> torch.Tensor:
-        T = q.size(2)
-        bounds = [(a, min(a + chunk, T)) for a in range(0, T, chunk)]
-        outs, lses = [], []
-        for a, b in bounds:
-            mask = None if a == 0 else _chunk_mask(a, b, q.dtype, q.device)
-            out, lse = _flash_cpu(q[:, :, a:b], k[:, :, :b], v[:, :, :b], 0.0, a == 0, attn_mask=mask)
-            outs.append(out)
-            lses.append(lse)
-        # (B, T, nh, hs) memory, the layout the caller turns the (B, nh, T, hs) result into.
-        out = torch.cat([o.transpose(1, 2) for o in outs], dim=1).transpose(1, 2)
-        ctx.save_for_backward(q, k, v, out, torch.cat(lses, dim=2))
-        ctx.bounds = bounds
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        q, k, v, out, lse = ctx.saved_tensors
-        dqs, dk, dv = [], None, None
-        for a, b in reversed(ctx.bounds):  # the last chunk sees every key: its dk, dv start the sums
-            mask = None if a == 0 else _chunk_mask(a, b, q.dtype, q.device)
-            gq, gk, gv = _flash_cpu_backward(
-                grad[:, :, a:b],
-                q[:, :, a:b],
-                k[:, :, :b],
-                v[:, :, :b],
-                out[:, :, a:b],
-                lse[:, :, a:b],
-                0.0,
-                a == 0,
-                attn_mask=mask,
-            )
-            dqs.append(gq)
-            if dk is None:
-                dk, dv = gk, gv
-            else:
-                dk[:, :, :b] += gk
-                dv[:, :, :b] += gv
-        return torch.cat(dqs[::-1], dim=2), dk, dv, None
-
-
-def chunked_attention_applies(qkv: torch.Tensor, dropout: float) -> bool:
-    """Whether ``CausalSelfAttention`` takes the chunked path (CPU training, no dropout, T > chunk)."""
-    chunk = ATTENTION_CHUNK
-    return bool(
-        chunk
-        and qkv.size(1) > chunk
-        and dropout == 0.0
-        and _flash_cpu_backward is not None
-        and qkv.dtype in (torch.float32, torch.bfloat16, torch.float16)
-        and _cpu_training(qkv)
-    )
+from piano_gpt import model_kernels as kernels
 
 
 @dataclass
@@ -221,23 +75,12 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
-        qkv = linear(self.c_attn, x)
-        dropout = self.dropout if self.training else 0.0
-        chunked = cache is None and chunked_attention_applies(qkv, dropout)
-        dtype = qkv.dtype
-        if chunked:
-            # In fp32 also in bf16 / fp16: more precise, and PyTorch's CPU kernel is no faster in bf16
-            # (slower on short query chunks); the result is cast back.
-            qkv = qkv.float()
-        q, k, v = qkv.split(self.n_embd, dim=2)
+        q, k, v = kernels.linear(self.c_attn, x).split(self.n_embd, dim=2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if chunked:
-            with torch.autocast(x.device.type, enabled=False):
-                y = _ChunkedCausalAttention.apply(q, k, v, ATTENTION_CHUNK).to(dtype)
-        elif cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if cache is None:
+            y = kernels.causal_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         else:
             past = cache.length
             cache.keys[self.layer_index, :, :, past : past + T] = k
@@ -253,7 +96,7 @@ class CausalSelfAttention(nn.Module):
                 mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(linear(self.c_proj, y))
+        return self.resid_dropout(kernels.linear(self.c_proj, y))
 
 
 class MLP(nn.Module):
@@ -265,7 +108,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(linear(self.c_proj, self.gelu(linear(self.c_fc, x))))
+        return self.dropout(kernels.linear(self.c_proj, self.gelu(kernels.linear(self.c_fc, x))))
 
 
 class Block(nn.Module):
@@ -350,7 +193,7 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
 
         if targets is not None:
-            logits = linear(self.lm_head, x)
+            logits = kernels.linear(self.lm_head, x)
             loss = F.cross_entropy(
                 logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
             )
