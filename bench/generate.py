@@ -95,9 +95,17 @@ def time_hf(model, prompt: list[int], batch: int, new_tokens: int) -> float:
 
 
 def time_ours(
-    model, tokenizer, prompt: list[int], batch: int, new_tokens: int, fast: bool = True, compiled: bool = True
+    model,
+    tokenizer,
+    prompt: list[int],
+    batch: int,
+    new_tokens: int,
+    fast: bool = True,
+    compiled: bool = True,
+    grammar: bool = True,
 ) -> float:
-    """Seconds for one ``sample_ids`` call; ``compiled=False``: FastRunner's PyTorch step."""
+    """Seconds for one ``sample_ids`` call; ``compiled=False``: FastRunner's PyTorch step;
+    ``grammar=False``: without the note grammar."""
     os.environ["PIANO_GPT_NATIVE"] = "1" if compiled else "0"
     try:
         start = time.perf_counter()
@@ -110,6 +118,7 @@ def time_ours(
             top_k=TOP_K,
             fast=fast,
             seed=0,
+            grammar=grammar,
         )
         seconds = time.perf_counter() - start
     finally:
@@ -127,6 +136,7 @@ def time_batch(
         "ours": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS),
         "ours_torch": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, compiled=False),
         "ours_reference": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, fast=False),
+        "ours_no_grammar": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, grammar=False),
     }
     times = {kind: [] for kind in kinds}
     for _ in range(repeats):
@@ -178,7 +188,7 @@ def main() -> None:
         time_ours(ours, tokenizer, prompt, batch, 16)
         time_ours(ours, tokenizer, prompt, batch, 16, compiled=False)
 
-    kinds = ("hf", "ours", "ours_torch", "ours_reference")
+    kinds = ("hf", "ours", "ours_no_grammar", "ours_torch", "ours_reference")
     rows = []
     for batch in args.batches:
         rate, best = time_batch(hf, ours, tokenizer, prompt, batch, args.repeats, kinds)
@@ -186,7 +196,8 @@ def main() -> None:
         print(
             f"float32 batch {batch}: HF {rate['hf']:.0f} tok/s, ours {rate['ours']:.0f} tok/s "
             f"(x{rate['ours'] / rate['hf']:.2f}), PyTorch step {rate['ours_torch']:.0f} tok/s, "
-            f"reference path {rate['ours_reference']:.0f} tok/s",
+            f"reference path {rate['ours_reference']:.0f} tok/s; grammar off {rate['ours_no_grammar']:.0f} tok/s "
+            f"(the grammar costs {1 - rate['ours'] / rate['ours_no_grammar']:.1%})",
             flush=True,
         )
     if args.bf16:

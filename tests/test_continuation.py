@@ -261,3 +261,44 @@ def test_format_markdown():
     assert "| polyphony, max | 20.00 | 2.00 | +18.00 |" in lines
     assert "| notes open at the end | 4 | - | - |" in lines
     assert any(line.startswith("| Wasserstein, note durations (raw, s) | 9.600 |") for line in lines)
+
+
+# --- continuations of real prompts -------------------------------------------------------------------
+
+
+def test_continuation_prompts_cut_the_real_continuation():
+    from piano_gpt.evaluation.continuation import continuation_prompts
+
+    piece = make_notes([60, 62, 64, 65, 67], [80] * 5, [0.0, 1.0, 2.0, 3.0, 3.5], [0.5, 1.5, 2.5, 9.0, 4.0])
+    (item,) = continuation_prompts([("a", piece), ("too short", piece.iloc[:2])], 3, 2, seconds=2.0)
+    assert item.label == "a" and len(item.prompt) == 2
+    # the generation would start at 1.5 s (the prompt's last end): notes starting in [1.5, 3.5)
+    assert item.real["pitch"].tolist() == [64, 65]
+    assert item.real["end"].tolist() == [2.5, 3.5]  # 65 cut at the window's end ...
+    assert item.real_open_notes == 1  # ... and counted as still sounding
+
+
+def test_evaluate_continuations_with_a_tiny_model():
+    import torch
+
+    from piano_gpt.evaluation.continuation import continuation_prompts, evaluate_continuations
+    from piano_gpt.model import GPT, GPTConfig
+    from piano_gpt.tokenizers import ExponentialTimeTokenizer
+
+    tokenizer = ExponentialTimeTokenizer()
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(block_size=256, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=32)
+    ).eval()
+    piece = make_notes(
+        [60 + i % 12 for i in range(40)],
+        [70] * 40,
+        [0.25 * i for i in range(40)],
+        [0.25 * i + 0.2 for i in range(40)],
+    )
+    prompts = continuation_prompts([("p", piece)], 1, 8, seconds=3.0)
+    result = evaluate_continuations(model, tokenizer, prompts, 3.0, top_k=40, max_note_seconds=1.0)
+    assert result["n_pairs"] == 1 and result["real"]["n_notes"] == 12
+    assert result["generated"]["longest"] <= 1.0 + 1e-9
+    assert result["checks"]["longest_note"]
+    json.dumps(result, allow_nan=False)

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from piano_gpt.configs import CONFIG_DIR
 from piano_gpt.data.demo import load_demo_records
 from piano_gpt.data.records import record_to_notes
+from piano_gpt.evaluation.continuation import continuation_prompts, evaluate_continuations, format_markdown
 from piano_gpt.generation import generate
 from piano_gpt.midi import write_notes
 from piano_gpt.train.checkpoint import load_checkpoint
@@ -41,6 +42,9 @@ DEMO_OVERRIDES = [
 ]
 
 
+CONTINUATION_SECONDS = 10.0
+
+
 def run(argv: list[str]) -> int:
     started = time.time()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
@@ -52,8 +56,19 @@ def run(argv: list[str]) -> int:
         checkpoint = run_dir / f"{cfg.run_name}-last"
 
     model, tokenizer, _ = load_checkpoint(checkpoint)
-    piece = record_to_notes(load_demo_records("validation")[0])
-    prompt = piece.iloc[:48].reset_index(drop=True)
+    pieces = [(f"validation {i}", record_to_notes(r)) for i, r in enumerate(load_demo_records("validation"))]
+    prompts = continuation_prompts(pieces, n_prompts=6, prompt_notes=48, seconds=CONTINUATION_SECONDS)
+    plausibility = evaluate_continuations(
+        model,
+        tokenizer,
+        prompts,
+        CONTINUATION_SECONDS,
+        temperature=1.0,
+        top_k=40,
+        seed=0,
+        max_new_tokens=2048,
+    )
+    prompt = pieces[0][1].iloc[:48].reset_index(drop=True)
     (continuation,) = generate(
         model, tokenizer, prompt, max_new_tokens=512, temperature=1.0, top_k=40, seed=0
     )
@@ -71,6 +86,13 @@ def run(argv: list[str]) -> int:
     print(f"training log:    {run_dir / 'log.jsonl'}")
     print(f"prompt:          {prompt_path} ({len(prompt)} notes)")
     print(f"generation:      {generated_path} ({len(continuation)} new notes)")
+    print()
+    print(
+        f"continuations of {len(prompts)} validation prompts ({CONTINUATION_SECONDS:.0f} s each) beside the real ones:"
+    )
+    print(format_markdown(plausibility))
+    failed = [name for name, ok in plausibility["checks"].items() if not ok]
+    print(f"plausibility checks: {'all passed' if not failed else 'failed: ' + ', '.join(failed)}")
     print(f"total time:      {time.time() - started:.0f} s")
     if not last < first - 0.5:
         print("validation loss did not drop clearly", file=sys.stderr)

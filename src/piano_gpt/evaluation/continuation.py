@@ -40,12 +40,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.stats import wasserstein_distance
 
 from piano_gpt.evaluation.metrics import histogram_bin_centres, histogram_distances, note_histogram
+from piano_gpt.generation import generate_samples, make_config
+from piano_gpt.generation.grammar import open_notes
+from piano_gpt.midi import make_notes
 
 __all__ = [
     "LONG_NOTE_SECONDS",
@@ -429,3 +433,69 @@ def format_markdown(result: Mapping) -> str:
     for key, value in result["distance"].items():
         lines.append(f"| {_DISTANCE_LABELS.get(key, key)} | {value:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+# --- continuations of real prompts ------------------------------------------------------------------
+
+
+@dataclass
+class ContinuationPrompt:
+    """The first notes of a piece and what the performer played next (cut at ``seconds``)."""
+
+    label: str
+    prompt: pd.DataFrame
+    real: pd.DataFrame
+    real_open_notes: int
+
+
+def continuation_prompts(
+    pieces: Sequence[tuple[str, pd.DataFrame]], n_prompts: int, prompt_notes: int, seconds: float
+) -> list[ContinuationPrompt]:
+    """``n_prompts`` pieces spread evenly over ``pieces`` (those with more than ``prompt_notes`` notes):
+    their first ``prompt_notes`` notes, and the real notes starting in the ``seconds`` after them
+    (ends cut there, as a generation of that length is)."""
+    usable = [(label, notes) for label, notes in pieces if len(notes) > prompt_notes]
+    if not usable:
+        return []
+    picks = np.unique(np.linspace(0, len(usable) - 1, min(n_prompts, len(usable))).round().astype(int))
+    prompts = []
+    for index in picks.tolist():
+        label, notes = usable[index]
+        prompt = notes.iloc[:prompt_notes].reset_index(drop=True)
+        begin = float(prompt["end"].max())  # where a generation starts: after the prompt's last event
+        rest = notes.iloc[prompt_notes:]
+        rest = rest[(rest["start"] >= begin) & (rest["start"] < begin + seconds)]
+        stop = begin + seconds
+        real = make_notes(rest["pitch"], rest["velocity"], rest["start"], np.minimum(rest["end"], stop))
+        prompts.append(ContinuationPrompt(label, prompt, real, int((rest["end"] > stop).sum())))
+    return prompts
+
+
+def evaluate_continuations(
+    model, tokenizer, prompts: Sequence[ContinuationPrompt], seconds: float, config=None, **options
+) -> dict:
+    """Generate ``seconds`` of music after each prompt (one sample each; ``config``/``options`` as
+    :class:`piano_gpt.generation.GenerationConfig`) and compare them with the real continuations."""
+    config = make_config(config, max_duration=seconds, **options)
+    generated, open_counts, pieces = [], [], []
+    for index, item in enumerate(prompts):
+        (generation,) = generate_samples(model, tokenizer, item.prompt, config, seed=config.seed + index)
+        prompt_ids = tokenizer.encode(item.prompt)
+        still_open = open_notes(tokenizer, np.concatenate([np.asarray(prompt_ids, np.int64), generation.ids]))
+        generated.append(generation.notes)
+        open_counts.append(still_open or 0)
+        pieces.append(
+            {"label": item.label, "generated_notes": len(generation.notes), "stop": generation.stop_reason}
+        )
+    result = compare_continuations(
+        generated,
+        [p.real for p in prompts],
+        generated_durations=[seconds] * len(prompts),
+        real_durations=[seconds] * len(prompts),
+        generated_open_notes=open_counts,
+        real_open_notes=[p.real_open_notes for p in prompts],
+    )
+    result["settings"] = {"seconds": seconds, **config.to_dict()}
+    result["pieces"] = pieces
+    result["checks"] = plausibility_checks(result, config.max_note_seconds)
+    return result

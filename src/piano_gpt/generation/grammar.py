@@ -125,3 +125,22 @@ class NoteGrammar:
                     continue
                 mask[row, self.time_ids[self.time_sizes > room]] = False
         return torch.from_numpy(mask).to(self.device)
+
+
+def open_notes(tokenizer: MidiTokenizer, ids) -> int | None:
+    """How many notes are still sounding at the end of ``ids`` (None where the grammar is off)."""
+    if grammar_support(tokenizer) is not None:
+        return None
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    on = np.isin(ids, tokenizer.note_on_ids)
+    off = np.isin(ids, tokenizer.note_off_ids)
+    pitch_of = np.zeros(tokenizer.vocab_size, np.int64)
+    pitch_of[tokenizer.note_on_ids] = pitch_of[tokenizer.note_off_ids] = np.arange(len(tokenizer.note_on_ids))
+    sounding = np.zeros(len(tokenizer.note_on_ids), bool)
+    events = np.flatnonzero(on | off)
+    last = {}
+    for position in events.tolist():  # the last event of each pitch says whether it still sounds
+        last[int(pitch_of[ids[position]])] = bool(on[position])
+    for pitch, is_on in last.items():
+        sounding[pitch] = is_on
+    return int(sounding.sum())
