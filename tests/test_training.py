@@ -270,3 +270,17 @@ def test_fsdp_two_processes_match_one_and_resume_exactly(tmp_path):
     assert all(torch.equal(sharded[k], resumed[k]) for k in sharded)
     crossed = weights("cross")
     assert all(torch.allclose(one[k], crossed[k], atol=1e-6) for k in one)
+
+
+def test_not_a_terminal_gets_one_plain_line_per_log_interval(tmp_path, capsys):
+    """Under a pipe (pytest's capture is one), with the bar asked for: plain lines, no redraws."""
+    train(
+        config(
+            tmp_path, "optimizer.max_iters=4", "log_interval=2", "logging.progress_bar=true", "run_name=plain"
+        )
+    )
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("iter ")]
+    assert [line.split()[1] for line in lines] == ["2/4", "4/4"]
+    assert all("loss" in line and "tok/s" in line and "ETA" in line for line in lines)
+    assert "\r" not in out

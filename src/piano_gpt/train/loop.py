@@ -308,13 +308,17 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
 
     # ---- loop --------------------------------------------------------------------------------------
     started = time.time()
+    # A bar redraws one line: right on a terminal, kilobytes of carriage returns in a pipe or a CI log.
+    # Elsewhere (or with progress_bar=false): one plain line per log_interval.
+    show_bar = master and bool(cfg.logging.progress_bar) and sys.stdout.isatty()
     progress = tqdm(
         total=cfg.optimizer.max_iters,
         initial=iter_num,
-        disable=not (master and cfg.logging.progress_bar),
+        disable=not show_bar,
         dynamic_ncols=True,
         file=sys.stdout,
     )
+    first_iter = iter_num
     last_val_loss = None
     while True:
         row = {"iter": iter_num}
@@ -382,6 +386,11 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
             progress.set_postfix(
                 loss=f"{loss_sum:.3f}", val=f"{last_val_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}"
             )
+            if not show_bar and (iter_num % cfg.log_interval == 0 or iter_num >= cfg.optimizer.max_iters):
+                print(
+                    progress_line(iter_num, cfg.optimizer.max_iters, row, last_val_loss, started, first_iter),
+                    flush=True,
+                )
     progress.close()
     if wandb_run:
         wandb_run.finish()
@@ -389,6 +398,19 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return run_dir
+
+
+def progress_line(
+    iter_num: int, max_iters: int, row: dict, val_loss: float | None, started: float, first_iter: int
+) -> str:
+    """One plain progress line: iteration, losses, learning rate, tokens/s and the time left."""
+    done = iter_num - first_iter
+    left = (time.time() - started) / done * (max_iters - iter_num) if done else 0.0
+    val = f"  val {val_loss:.3f}" if val_loss is not None else ""
+    return (
+        f"iter {iter_num}/{max_iters}  loss {row['train_loss']:.3f}{val}  lr {row['lr']:.2e}  "
+        f"{row['tokens_per_s']:,.0f} tok/s  ETA {int(left // 60)}:{int(left % 60):02d}"
+    )
 
 
 def fixed_eval_batches(
