@@ -199,8 +199,6 @@ def comparison_markdown(comparison: dict) -> str:
         "",
         "## models",
         "",
-        "| model | checkpoint | parameters | iteration | target token loss (overall) |",
-        "|---|---|---:|---:|---:|",
     ]
     models = [
         [
