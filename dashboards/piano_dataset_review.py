@@ -23,6 +23,7 @@ import streamlit as st  # noqa: E402
 from piano_gpt import dashboard_logic as dl  # noqa: E402
 from piano_gpt.audio import midi_bytes  # noqa: E402
 from piano_gpt.dashboard_widgets import cached_backend, cached_items, cached_wav, clamp_state, guarded  # noqa: E402
+from piano_gpt.data.task_datasets import rebase  # noqa: E402
 from piano_gpt.plots import pianoroll_chart, plot_comparison, plot_pianoroll  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
@@ -110,7 +111,7 @@ def choose_fragment(notes):
     first = left.number_input("First note", 0, max(len(notes) - 1, 0), 0, key="fragment_first")
     count = right.number_input("Notes shown", 1, len(notes), min(len(notes), 500), key="fragment_count")
     fragment = notes.iloc[int(first) : int(first) + int(count)]
-    return dl.rebase(fragment) if int(first) else fragment.reset_index(drop=True)
+    return rebase(fragment) if int(first) else fragment.reset_index(drop=True)
 
 
 def show_fragment(fragment):

@@ -198,7 +198,7 @@ def show_results():
     what = settings.mode if settings.mode == "continuation" else f"task {settings.task}"
     st.caption(
         f"{stored['checkpoint']}, {what}, temperature {settings.temperature}, top-k {settings.top_k or 'off'}, "
-        f"top-p {settings.top_p or 'off'}, budget {settings.max_new_tokens} tokens ({results[0].backend})"
+        f"top-p {settings.top_p or 'off'}, budget {settings.max_new_tokens} tokens"
     )
     per_row = 3
     for row in range(0, len(results), per_row):

@@ -22,7 +22,6 @@ the baselines; the target token loss per model), ``comparison.json`` (the same f
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 import sys
@@ -33,6 +32,10 @@ try:
     import piano_gpt  # noqa: F401
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from piano_gpt.configs import dataset_config  # noqa: E402
+from piano_gpt.evaluation.piano_eval import evaluate_checkpoint  # noqa: E402
+from piano_gpt.evaluation.report import bold_best, fmt, markdown_table  # noqa: E402
 
 DEVICE_PATTERN = re.compile(r"^(cpu|auto|mps|cuda(:\d+)?)$")
 MODEL_METHOD = "model"
@@ -177,10 +180,6 @@ def _pick(values: dict, metrics: list[str]) -> dict:
     return {m: values.get(m) for m in metrics}
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def _columns(comparison: dict) -> list[tuple[str, dict]]:
     return [
         *comparison["models"].items(),
@@ -200,42 +199,38 @@ def comparison_markdown(comparison: dict) -> str:
         "",
         "## models",
         "",
-        "| model | checkpoint | parameters | iteration | target token loss (overall) |",
-        "|---|---|---:|---:|---:|",
     ]
-    for label, model in comparison["models"].items():
-        params = model["parameter_count"]
-        lines.append(
-            f"| {label} | `{model['checkpoint']}` | {params if params is not None else '-'} | "
-            f"{model['checkpoint_iter'] if model['checkpoint_iter'] is not None else '-'} | "
-            f"{_fmt(model['target_token_loss']['overall'])} |"
-        )
-    lines.append("")
+    models = [
+        [
+            label,
+            f"`{model['checkpoint']}`",
+            "-" if model["parameter_count"] is None else model["parameter_count"],
+            "-" if model["checkpoint_iter"] is None else model["checkpoint_iter"],
+            fmt(model["target_token_loss"]["overall"]),
+        ]
+        for label, model in comparison["models"].items()
+    ]
+    header = ["model", "checkpoint", "parameters", "iteration", "target token loss (overall)"]
+    lines += [*markdown_table(header, models, "llrrr"), ""]
     rows = [*comparison["tasks"], "overall"]
+    names = {row: "**overall**" if row == "overall" else row for row in rows}
     for metric in comparison["main_metrics"]:
-        lines += [f"## {metric}", "", "| task | " + " | ".join(name for name, _ in columns) + " |"]
-        lines.append("|---|" + "---:|" * len(columns))
-        for row in rows:
-            cells = [(v["overall"] if row == "overall" else v["tasks"][row])[metric] for _, v in columns]
-            known = [c for c in cells if c is not None]
-            best = max(known) if known else None
-            shown = [
-                f"**{_fmt(c)}**" if c is not None and c == best and len(cells) > 1 else _fmt(c) for c in cells
+        table = [
+            [
+                names[row],
+                *bold_best(
+                    [(v["overall"] if row == "overall" else v["tasks"][row])[metric] for _, v in columns]
+                ),
             ]
-            name = "**overall**" if row == "overall" else row
-            lines.append(f"| {name} | " + " | ".join(shown) + " |")
-        lines.append("")
-    lines += [
-        "## target token loss (lower is better)",
-        "",
-        "| task | " + " | ".join(comparison["models"]) + " |",
+            for row in rows
+        ]
+        lines += [f"## {metric}", "", *markdown_table(["task", *(name for name, _ in columns)], table), ""]
+    table = [
+        [names[row], *(fmt(m["target_token_loss"].get(row)) for m in comparison["models"].values())]
+        for row in rows
     ]
-    lines.append("|---|" + "---:|" * len(comparison["models"]))
-    for row in rows:
-        cells = [m["target_token_loss"].get(row) for m in comparison["models"].values()]
-        name = "**overall**" if row == "overall" else row
-        lines.append(f"| {name} | " + " | ".join(_fmt(c) for c in cells) + " |")
-    lines.append("")
+    lines += ["## target token loss (lower is better)", ""]
+    lines += [*markdown_table(["task", *comparison["models"]], table), ""]
     return "\n".join(lines)
 
 
@@ -286,15 +281,21 @@ def write_comparison(comparison: dict, out_dir: Path) -> dict[str, Path]:
 # --- main -----------------------------------------------------------------------------------------------
 
 
-def evaluate(evaluate_checkpoint, path: str, tasks: list[str], args, device: str, out_dir: Path) -> dict:
-    """``evaluate_checkpoint`` with the options it accepts (its keyword set may grow)."""
-    accepted = inspect.signature(evaluate_checkpoint).parameters
-    extra = {"device": device, "shards_dir": args.shards_dir, "n_plots": args.n_plots, "progress": True}
-    if args.notes_per_sample is not None:
-        extra["notes_per_sample"] = args.notes_per_sample
-    kwargs = {k: v for k, v in extra.items() if k in accepted}
+def evaluate(path: str, tasks: list[str], args, device: str, out_dir: Path) -> dict:
+    options = {} if args.notes_per_sample is None else {"notes_per_sample": args.notes_per_sample}
     return evaluate_checkpoint(
-        path, tasks, args.n_samples, args.split, args.dataset, args.seed, out_dir, **kwargs
+        path,
+        tasks,
+        args.n_samples,
+        args.split,
+        dataset_config(args.dataset),
+        args.seed,
+        out_dir,
+        device=device,
+        shards_dir=args.shards_dir,
+        n_plots=args.n_plots,
+        progress=True,
+        **options,
     )
 
 
@@ -309,7 +310,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_samples < 1:
         parser.error("--n-samples must be at least 1")
 
-    from piano_gpt.evaluation.piano_eval import evaluate_checkpoint
     from piano_gpt.train.checkpoint import CheckpointError, resolve_checkpoint
 
     if device.startswith("cuda"):
@@ -331,9 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, path in zip(labels, paths):
         print(f"== {label}: {path}", flush=True)
         try:
-            results[label] = evaluate(
-                evaluate_checkpoint, path, tasks, args, device, out_dir / label.replace("/", "__")
-            )
+            results[label] = evaluate(path, tasks, args, device, out_dir / label.replace("/", "__"))
         except (CheckpointError, ValueError) as error:  # EvaluationError is a ValueError
             print(f"run_evaluation.py: error: {label}: {error}", file=sys.stderr)
             return 1

@@ -1,7 +1,6 @@
 """The two Streamlit dashboards, driven by streamlit's AppTest, and the logic behind them."""
 
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -93,8 +92,6 @@ def test_prompt_practice_generates_with_several_seeds(runs, dataset):
 
 
 def test_prompt_practice_task_mode(tmp_path, monkeypatch, dataset):
-    if not dl.available_tasks()[0]:
-        pytest.skip("piano_gpt.tasks is not available")
     monkeypatch.setenv(dl.RUNS_ENV, str(tmp_path))
     monkeypatch.setenv("PIANO_GPT_SOUNDFONT", "none")
     tiny_checkpoint(tmp_path, "tasks-last", task_tokens=True)
@@ -121,8 +118,7 @@ def test_prompt_practice_offers_tasks_only_to_checkpoints_trained_on_them(runs, 
     at = AppTest.from_file(PROMPT_PRACTICE, default_timeout=TIMEOUT).run()
     assert_clean(at)
     assert at.radio(key="mode").options == ["continuation"]
-    if dl.available_tasks()[0]:
-        assert any("not trained on PIANO tasks" in c.value for c in at.caption)
+    assert any("not trained on PIANO tasks" in c.value for c in at.caption)
 
 
 def test_prompt_practice_uploads(runs, dataset):
@@ -207,10 +203,6 @@ def test_dataset_review_shows_a_record(dataset, monkeypatch):
 def test_dataset_review_task_split(dataset, monkeypatch):
     monkeypatch.setenv("PIANO_GPT_SOUNDFONT", "none")
     at = AppTest.from_file(DATASET_REVIEW, default_timeout=TIMEOUT).run()
-    tasks, why_not = dl.available_tasks()
-    if not tasks:
-        assert any(why_not in i.value for i in at.info)
-        pytest.skip(why_not)
     at.number_input(key="fragment_count").set_value(40).run()
     at.selectbox(key="task").set_value("above_median_prediction").run()
     assert_clean(at)
@@ -311,31 +303,20 @@ def test_parse_seeds():
         dl.parse_seeds(" , ")
 
 
-def test_sample_next_filters():
-    logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
-    generator = torch.Generator().manual_seed(0)
-    assert dl.sample_next(logits, generator, temperature=0.0) == 1
-    assert {dl.sample_next(logits, generator, top_k=1) for _ in range(20)} == {1}
-    assert {dl.sample_next(logits, generator, top_p=0.3) for _ in range(20)} == {1}
-    assert {dl.sample_next(logits, generator, top_k=2) for _ in range(200)} == {1, 2}
-    assert {dl.sample_next(logits, generator, temperature=0.0, banned=[1])} == {2}
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     model, tokenizer, _ = dl.load_model(tiny_checkpoint(tmp_path_factory.mktemp("ckpt")), device="cpu")
     return model, tokenizer
 
 
-def test_run_generation_is_seeded_and_continues_the_prompt(tiny_model, monkeypatch):
-    monkeypatch.setattr(dl, "generation_library", lambda: None)
+def test_run_generation_is_seeded_and_continues_the_prompt(tiny_model):
     model, tokenizer = tiny_model
     prompt = make_notes([60, 64, 67] * 4, [80] * 12, np.arange(12) * 0.25, np.arange(12) * 0.25 + 0.2)
     settings = dl.GenerationSettings(seeds=(0, 1, 0), max_new_tokens=40, top_k=50)
     calls = []
     results = dl.run_generation(model, tokenizer, prompt, settings, progress=lambda f, t: calls.append(f))
     assert [r.seed for r in results] == [0, 1, 0]
-    assert all(r.backend == "dashboard sampler" and r.n_tokens == 40 for r in results)
+    assert all(r.n_tokens == 40 for r in results)
     pd.testing.assert_frame_equal(results[0].notes, results[2].notes)
     prompt_end = float(prompt["end"].max())
     for result in results:
@@ -344,46 +325,12 @@ def test_run_generation_is_seeded_and_continues_the_prompt(tiny_model, monkeypat
     assert calls[-1] == pytest.approx(1.0) and calls == sorted(calls)
 
 
-def test_notes_after_keeps_only_new_notes():
-    tokenizer = ExponentialTimeTokenizer()
-    prompt = make_notes([60, 62], [80, 80], [0.0, 0.5], [0.5, 1.0])
-    more = make_notes([60, 62, 70], [80, 80, 100], [0.0, 0.5, 1.5], [0.5, 1.0, 2.0])
-    prompt_ids = tokenizer.encode(prompt)
-    all_ids = tokenizer.encode(more)
-    assert all_ids[: len(prompt_ids)] == prompt_ids
-    new = dl.notes_after(tokenizer, prompt_ids, all_ids[len(prompt_ids) :])
-    assert new["pitch"].tolist() == [70]
-    assert new["start"].tolist() == pytest.approx([1.5])
-
-
-def test_library_generate_is_used_when_present(tiny_model, monkeypatch):
-    calls = {}
-
-    def generate(model, tokenizer, prompt_notes, n_samples=1, seed=0, temperature=1.0, max_new_tokens=8):
-        calls.update(seed=seed, n_samples=n_samples, max_new_tokens=max_new_tokens, temperature=temperature)
-        return [make_notes([72], [90], [5.0], [5.5])]
-
-    module = types.ModuleType("piano_gpt.generation")
-    module.generate = generate
-    monkeypatch.setitem(sys.modules, "piano_gpt.generation", module)
-    model, tokenizer = tiny_model
-    prompt = make_notes([60], [80], [0.0], [0.5])
-    settings = dl.GenerationSettings(seeds=(7,), max_new_tokens=12, temperature=0.5, top_p=0.9)
-    (result,) = dl.run_generation(model, tokenizer, prompt, settings)
-    assert result.backend == "piano_gpt.generation"
-    assert result.notes["pitch"].tolist() == [72]
-    assert calls == {"seed": 7, "n_samples": 1, "max_new_tokens": 12, "temperature": 0.5}
-
-
 def test_generation_through_piano_gpt_generation(tiny_model):
-    library = dl.generation_library()
-    if library is None:
-        pytest.skip("piano_gpt.generation is not importable")
     model, tokenizer = tiny_model
     prompt = make_notes([60, 64, 67] * 4, [80] * 12, np.arange(12) * 0.25, np.arange(12) * 0.25 + 0.2)
     settings = dl.GenerationSettings(seeds=(5, 6, 5), max_new_tokens=30, temperature=0.9, top_p=0.95)
     results = dl.run_generation(model, tokenizer, prompt, settings)
-    assert all(r.backend == "piano_gpt.generation" and 0 < r.n_tokens <= 30 for r in results)
+    assert all(0 < r.n_tokens <= 30 for r in results)
     assert all(r.stop_reason for r in results)
     pd.testing.assert_frame_equal(results[0].notes, results[2].notes)
     for result in results:
@@ -394,9 +341,6 @@ def test_generation_through_piano_gpt_generation(tiny_model):
 
 
 def test_tasks_for_a_tokenizer():
-    names, why_not = dl.available_tasks()
-    if not names:
-        pytest.skip(why_not)
     plain = ExponentialTimeTokenizer()
     assert dl.tasks_for(plain)[0] == []
     assert "not trained on PIANO tasks" in dl.tasks_for(plain)[1]
@@ -407,17 +351,14 @@ def test_tasks_for_a_tokenizer():
     assert why_not is None and "above_median_prediction" in usable
 
 
-def test_task_generation_with_the_own_sampler(tmp_path, monkeypatch):
-    if not dl.available_tasks()[0]:
-        pytest.skip("piano_gpt.tasks is not available")
-    monkeypatch.setattr(dl, "generation_library", lambda: None)
+def test_task_generation(tmp_path):
     model, tokenizer, _ = dl.load_model(tiny_checkpoint(tmp_path, task_tokens=True), device="cpu")
     prompt = make_notes([48, 60, 64, 67, 52, 72], [80] * 6, np.arange(6) * 0.5, np.arange(6) * 0.5 + 0.4)
     settings = dl.GenerationSettings(
         mode="task", task="above_median_prediction", seeds=(0, 1), max_new_tokens=12
     )
     results = dl.run_generation(model, tokenizer, prompt, settings)
-    assert all(r.backend == "dashboard sampler" and r.n_tokens <= 12 for r in results)
+    assert all(r.n_tokens <= 12 for r in results)
     assert sorted(results[0].prompt["pitch"]) == [48, 52, 60]
     assert sorted(results[0].target["pitch"]) == [64, 67, 72]
     # A checkpoint without the task's tokens cannot do the task: a message says so.

@@ -29,10 +29,6 @@ def load_script():
 
 @pytest.fixture(scope="module")
 def script():
-    try:
-        from piano_gpt.evaluation.piano_eval import evaluate_checkpoint  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"piano_gpt.evaluation.piano_eval.evaluate_checkpoint is not importable yet ({error})")
     return load_script()
 
 

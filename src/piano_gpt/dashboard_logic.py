@@ -1,9 +1,8 @@
 """What the Streamlit dashboards do, without Streamlit: testable functions the pages call.
 
 - ``dashboards/prompt_practice.py``: :func:`list_checkpoints`, :func:`read_uploaded_midi`,
-  :func:`edit_prompt`, :func:`run_generation` (through ``piano_gpt.generation`` --
-  ``generate_samples`` and ``task_samples`` -- when that module is importable, else
-  :func:`sample_tokens`, a plain sampling loop written here);
+  :func:`edit_prompt`, :func:`run_generation` (``piano_gpt.generation``: ``generate_samples`` and
+  ``task_samples``);
 - ``dashboards/piano_dataset_review.py``: :func:`load_dataset_items`, :func:`items_table`,
   :func:`note_stats`, :func:`velocity_histogram`, :func:`token_table`, :func:`roundtrip_check`,
   :func:`task_split`.
@@ -13,8 +12,6 @@ Errors meant for the user are :class:`DashboardError` (a ``ValueError``) with a 
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 import re
@@ -26,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from piano_gpt.data.demo import DEMO_CORPUS_PATH
+from piano_gpt.data.task_datasets import rebase
+from piano_gpt.generation import generate_samples, task_samples
 from piano_gpt.midi import (
     PIANO_PITCH_RANGE,
     MidiReadError,
@@ -36,6 +36,7 @@ from piano_gpt.midi import (
     score_to_notes,
 )
 from piano_gpt.registry import CheckpointInfo, list_checkpoints  # noqa: F401 (the dashboard's API)
+from piano_gpt.tasks import get_task, list_tasks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNS_ENV = "PIANO_GPT_RUNS"
@@ -129,10 +130,6 @@ def default_maestro_path() -> str:
 
 
 def demo_available() -> bool:
-    try:
-        from piano_gpt.data.demo import DEMO_CORPUS_PATH
-    except ImportError:
-        return False
     return Path(DEMO_CORPUS_PATH).exists()
 
 
@@ -220,14 +217,6 @@ def load_item_notes(item) -> pd.DataFrame:
 # --- prompt editing ------------------------------------------------------------------------------
 
 
-def rebase(notes: pd.DataFrame) -> pd.DataFrame:
-    """The same notes with the first one starting at 0 s."""
-    if len(notes) == 0:
-        return make_notes([], [], [], [])
-    offset = float(notes["start"].min())
-    return make_notes(notes["pitch"], notes["velocity"], notes["start"] - offset, notes["end"] - offset)
-
-
 def edit_prompt(
     notes: pd.DataFrame,
     first_note: int = 0,
@@ -289,7 +278,6 @@ class GenerationResult:
     notes: pd.DataFrame  # the generated notes, on the prompt's clock
     prompt: pd.DataFrame  # what the model was shown (the prompt, or the task's source)
     target: pd.DataFrame | None = None  # the task's target (ground truth), in task mode
-    backend: str = ""
     n_tokens: int = 0
     stop_reason: str = ""
 
@@ -306,145 +294,16 @@ class GenerationResult:
         return make_notes(both["pitch"], both["velocity"], both["start"], both["end"])
 
 
-def sample_next(
-    logits,
-    generator,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    banned: list[int] | None = None,
-) -> int:
-    """One token id drawn from ``logits`` (1-D) with temperature, top-k and nucleus (top-p) filtering."""
-    import torch
-
-    logits = logits.detach().float().reshape(-1).clone()
-    if banned:
-        logits[banned] = -float("inf")
-    if temperature <= 0:
-        return int(torch.argmax(logits))
-    logits = logits / float(temperature)
-    if top_k:
-        k = min(int(top_k), logits.numel())
-        threshold = torch.topk(logits, k).values[-1]
-        logits[logits < threshold] = -float("inf")
-    probs = torch.softmax(logits, dim=-1)
-    if top_p is not None and 0 < top_p < 1:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        drop = torch.cumsum(sorted_probs, 0) - sorted_probs >= float(top_p)
-        sorted_probs[drop] = 0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-        probs = probs / probs.sum()
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def sample_tokens(
-    model,
-    tokenizer,
-    prompt_ids,
-    max_new_tokens: int,
-    seed: int = 0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    stop_ids: tuple[int, ...] = (),
-    keep_prefix: int = 0,
-    reset_token_id: int | None = None,
-    progress: Progress | None = None,
-) -> list[int]:
-    """The dashboards' own sampling loop (used when ``piano_gpt.generation`` is not there).
-
-    Each step runs the model on the last ``block_size`` tokens (the first ``keep_prefix`` tokens,
-    e.g. a composer token, always stay in the window), with music time steps from
-    ``tokenizer.music_time``; returns the new token ids (a stop id ends it and is not returned).
-    """
-    import torch
-
-    config = model.config
-    device = next(model.parameters()).device
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    ids = [int(i) for i in prompt_ids]
-    prefix = ids[:keep_prefix]
-    new: list[int] = []
-    banned = [tokenizer.pad_token_id]
-    with torch.no_grad():
-        for step in range(int(max_new_tokens)):
-            room = config.block_size - len(prefix)
-            window = prefix + ids[len(prefix) :][-room:] if len(ids) > config.block_size else ids
-            idx = torch.tensor([window], dtype=torch.long, device=device)
-            time_steps = None
-            if getattr(config, "music_time_embedding", False):
-                steps = tokenizer.music_time(window, config.max_music_time, reset_token_id)
-                time_steps = torch.tensor(np.asarray([steps], dtype=np.int64), device=device)
-            logits, _ = model(idx, time_steps)
-            token = sample_next(logits[0, -1].cpu(), generator, temperature, top_k, top_p, banned)
-            if token in stop_ids:
-                break
-            ids.append(token)
-            new.append(token)
-            if progress is not None and (step % 8 == 0 or step == max_new_tokens - 1):
-                progress((step + 1) / max(int(max_new_tokens), 1), f"{step + 1} tokens")
-    return new
-
-
-def notes_after(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> pd.DataFrame:
-    """The notes the new tokens start: decoded with the prompt (so times and open notes carry
-    over), keeping the notes that begin at or after the prompt's end."""
-    prompt_end = (
-        float(np.sum(tokenizer.token_time_units()[np.asarray(prompt_ids, dtype=np.int64)]))
-        * tokenizer.time_unit
-    )
-    full = tokenizer.decode(list(prompt_ids) + list(new_ids))
-    generated = full[full["start"] >= prompt_end - 1e-9]
-    return make_notes(generated["pitch"], generated["velocity"], generated["start"], generated["end"])
-
-
-def generation_library():
-    """The ``piano_gpt.generation`` module when it provides ``generate``, else None (the dashboards
-    then use :func:`sample_tokens`)."""
-    try:
-        library = importlib.import_module("piano_gpt.generation")
-    except Exception:  # missing or broken: the dashboards fall back to their own sampler
-        return None
-    return library if callable(getattr(library, "generate", None)) else None
-
-
-def _library_options(function, settings: GenerationSettings, seed: int, **extra) -> dict:
-    """Keyword options for a ``piano_gpt.generation`` call, limited to what ``function`` accepts."""
-    options = {"n_samples": 1, "seed": seed, "temperature": settings.temperature, **extra}
-    options["max_new_tokens"] = settings.max_new_tokens
-    if settings.top_k:
-        options["top_k"] = settings.top_k
-    if settings.top_p is not None:
-        options["top_p"] = settings.top_p
-    if settings.composer:
-        options["composer"] = settings.composer
-    parameters = inspect.signature(function).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-        options = {k: v for k, v in options.items() if k in parameters}
-    return options
-
-
 def available_tasks() -> tuple[list[str], str | None]:
-    """(task names, None) or ([], why not) when ``piano_gpt.tasks`` cannot be imported."""
-    try:
-        from piano_gpt.tasks import list_tasks
-
-        return list(list_tasks()), None
-    except Exception as error:  # written concurrently: a missing or broken module hides the feature
-        return [], f"PIANO tasks are not available ({type(error).__name__}: {error})"
+    """(task names, None): the tuple of :func:`tasks_for`, for pages without a checkpoint."""
+    return list(list_tasks()), None
 
 
 def tasks_for(tokenizer) -> tuple[list[str], str | None]:
     """(tasks a checkpoint can do, None) or ([], why none): a model knows a task only if its
     tokenizer holds the task's tokens (it was trained on it)."""
-    names, why_not = available_tasks()
-    if not names:
-        return [], why_not
-    from piano_gpt.tasks import get_task
-
     known = tokenizer.token_to_id
-    usable = [name for name in names if all(token in known for token in get_task(name).prefix_tokens)]
+    usable = [name for name in list_tasks() if all(token in known for token in get_task(name).prefix_tokens)]
     if not usable:
         return [], "this checkpoint was not trained on PIANO tasks (its tokenizer has no task tokens)"
     return usable, None
@@ -452,114 +311,50 @@ def tasks_for(tokenizer) -> tuple[list[str], str | None]:
 
 def task_split(name: str, notes: pd.DataFrame, seed: int = 0):
     """``piano_gpt.tasks.get_task(name).prepare(notes, seed)`` (a TaskSample)."""
-    from piano_gpt.tasks import get_task
-
     try:
         return get_task(name).prepare(notes, seed=seed)
     except (KeyError, ValueError) as error:
         raise DashboardError(f"task {name}: {error}") from error
 
 
-def _task_with_library(library, model, tokenizer, prompt, settings, seed):
-    options = _library_options(library.task_samples, settings, seed, task_seed=settings.task_seed)
-    (generation,) = library.task_samples(model, tokenizer, prompt, settings.task, **options)
-    return GenerationResult(
-        seed,
-        generation.notes,
-        generation.context,
-        generation.reference,
-        "piano_gpt.generation",
-        len(generation.ids),
-        generation.stop_reason,
-    )
+def _options(settings: GenerationSettings, seed: int) -> dict:
+    """The ``piano_gpt.generation`` options of one seed (top-k 0 or None and top-p None: off)."""
+    return {
+        "n_samples": 1,
+        "seed": seed,
+        "temperature": settings.temperature,
+        "top_k": settings.top_k or None,
+        "top_p": 1.0 if settings.top_p is None else settings.top_p,
+        "max_new_tokens": int(settings.max_new_tokens),
+        "composer": settings.composer,
+    }
 
 
-def _task_with_sampler(model, tokenizer, prompt, settings, seed, progress):
-    from piano_gpt.tasks import build_task_prompt, split_generated
-    from piano_gpt.tokenizers import EOGENAI_TOKEN, GENAI_TOKEN
-
-    sample = task_split(settings.task, prompt, settings.task_seed)
+def generate_one(model, tokenizer, prompt, settings: GenerationSettings, seed: int) -> GenerationResult:
+    """One seed's :class:`GenerationResult` (``generate_samples`` or ``task_samples``)."""
+    options = _options(settings, seed)
     try:
-        ids = build_task_prompt(tokenizer, sample, composer_token=settings.composer).tolist()
-    except KeyError as error:
-        raise DashboardError(f"this checkpoint cannot do task {settings.task}: {error}") from error
-    if len(ids) + 1 > model.config.block_size:
-        raise DashboardError(
-            f"the task prompt is {len(ids)} tokens, the model's context is {model.config.block_size}: "
-            "use a shorter prompt"
-        )
-    genai_id, eogenai_id = tokenizer.ids_of([GENAI_TOKEN, EOGENAI_TOKEN])
-    budget = min(int(settings.max_new_tokens), model.config.block_size - len(ids))
-    new = sample_tokens(
-        model,
-        tokenizer,
-        ids,
-        budget,
-        seed=seed,
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        stop_ids=(eogenai_id,),
-        reset_token_id=genai_id,
-        progress=progress,
-    )
-    notes = split_generated(tokenizer, ids + new)
-    return GenerationResult(seed, notes, sample.source, sample.target, "dashboard sampler", len(new))
-
-
-def _continuation_with_library(library, model, tokenizer, prompt, settings, seed):
-    function = getattr(library, "generate_samples", None)
-    if callable(function):
-        (generation,) = function(model, tokenizer, prompt, **_library_options(function, settings, seed))
-        backend = "piano_gpt.generation"
-        return GenerationResult(
-            seed, generation.notes, prompt, None, backend, len(generation.ids), generation.stop_reason
-        )
-    notes = library.generate(model, tokenizer, prompt, **_library_options(library.generate, settings, seed))[
-        0
-    ]
-    return GenerationResult(seed, notes, prompt, None, "piano_gpt.generation")
-
-
-def _continuation_with_sampler(model, tokenizer, prompt, settings, seed, progress):
-    prefix = []
-    if settings.composer:
-        if settings.composer not in tokenizer.token_to_id:
-            raise DashboardError(f"this checkpoint's tokenizer has no {settings.composer} token")
-        prefix = tokenizer.ids_of([settings.composer])
-    prompt_ids = list(tokenizer.encode(prompt))
-    new = sample_tokens(
-        model,
-        tokenizer,
-        prefix + prompt_ids,
-        int(settings.max_new_tokens),
-        seed=seed,
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        keep_prefix=len(prefix),
-        progress=progress,
-    )
-    notes = notes_after(tokenizer, prompt_ids, new)
-    return GenerationResult(seed, notes, prompt, None, "dashboard sampler", len(new))
-
-
-def generate_one(model, tokenizer, prompt, settings: GenerationSettings, seed: int, progress=None):
-    """One seed's :class:`GenerationResult`: through ``piano_gpt.generation`` when it is there
-    (``generate_samples`` / ``task_samples``), else the dashboards' own :func:`sample_tokens`."""
-    library = generation_library()
-    try:
-        if library is not None:
-            try:
-                if settings.mode == "continuation":
-                    return _continuation_with_library(library, model, tokenizer, prompt, settings, seed)
-                if callable(getattr(library, "task_samples", None)):
-                    return _task_with_library(library, model, tokenizer, prompt, settings, seed)
-            except (TypeError, NotImplementedError, AttributeError):
-                pass  # an API other than the one this was written against: use the own sampler
         if settings.mode == "continuation":
-            return _continuation_with_sampler(model, tokenizer, prompt, settings, seed, progress)
-        return _task_with_sampler(model, tokenizer, prompt, settings, seed, progress)
+            (generation,) = generate_samples(model, tokenizer, prompt, **options)
+            return GenerationResult(
+                seed, generation.notes, prompt, None, len(generation.ids), generation.stop_reason
+            )
+        usable, why_not = tasks_for(tokenizer)
+        if settings.task not in usable:
+            raise DashboardError(
+                f"this checkpoint cannot do task {settings.task}: {why_not or 'its tokenizer lacks the task tokens'}"
+            )
+        (generation,) = task_samples(
+            model, tokenizer, prompt, settings.task, task_seed=settings.task_seed, **options
+        )
+        return GenerationResult(
+            seed,
+            generation.notes,
+            generation.context,
+            generation.reference,
+            len(generation.ids),
+            generation.stop_reason,
+        )
     except DashboardError:
         raise
     except (ValueError, KeyError) as error:  # GenerationError is a ValueError: what to change, in words
@@ -587,7 +382,7 @@ def run_generation(
                 progress((index + min(max(fraction, 0.0), 1.0)) / n, f"seed {seed}: {text}")
 
         report(0.0, "generating")
-        result = generate_one(model, tokenizer, prompt, settings, int(seed), report)
+        result = generate_one(model, tokenizer, prompt, settings, int(seed))
         results.append(result)
         report(1.0, f"{len(result.notes)} notes")
     return results
@@ -733,7 +528,6 @@ __all__ = [
     "read_uploaded_midi",
     "roundtrip_check",
     "run_generation",
-    "sample_tokens",
     "task_split",
     "token_table",
     "velocity_histogram",

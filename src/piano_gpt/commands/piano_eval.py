@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from piano_gpt.commands.base import CommandError, hydra_command
 from piano_gpt.configs import CONFIG_DIR
-from piano_gpt.evaluation.piano_eval import evaluate_checkpoint, results_markdown
+from piano_gpt.evaluation.piano_eval import evaluate_checkpoint
+from piano_gpt.evaluation.report import results_markdown
 
 
 def task_overrides(argv: list[str]) -> list[str]:

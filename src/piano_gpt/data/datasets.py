@@ -19,11 +19,15 @@ from piano_gpt.tokenizers import GENAI_TOKEN, MidiTokenizer
 UNKNOWN_COMPOSER = "<COMPOSER_UNKNOWN>"
 
 
+def cleaned_name(name: str) -> str:
+    """A name as it appears in a token: upper case, non-alphanumerics as ``_``."""
+    return "".join(c if c.isalnum() else "_" for c in name.strip().upper())
+
+
 def composer_token(name: str | None) -> str:
     if not name:
         return UNKNOWN_COMPOSER
-    cleaned = "".join(c if c.isalnum() else "_" for c in name.strip().upper())
-    return f"<COMPOSER_{cleaned}>"
+    return f"<COMPOSER_{cleaned_name(name)}>"
 
 
 def composer_tokens_for(shards: SplitShards, max_composers: int = 128) -> list[str]:

@@ -22,8 +22,7 @@ baselines see the same ones):
 
 Results (``results.json``): per task, per method, the metric means over the samples, the per-sample
 main metrics, the model's target loss and stop reasons; ``overall``: per method, the mean over tasks
-of the task means. ``results.md``: one table per main metric (rows tasks, columns methods) and the
-loss table; pictures: the pianorolls of a few samples and a bar chart of the main metrics.
+of the task means. ``results.md`` and the pictures: ``piano_gpt.evaluation.report``.
 
 What the baselines show: on a selection task (masking, pitch / velocity splits) the source and target
 are disjoint sets of the same piece's notes, so copy_source is a prediction of the *rest* of the piece:
@@ -48,7 +47,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from piano_gpt.common import pick_device
-from piano_gpt.configs import CONFIG_DIR
+from piano_gpt.configs import dataset_config
 from piano_gpt.data.datasets import make_example
 from piano_gpt.data.shards import SplitShards, build_shards
 from piano_gpt.data.task_datasets import draw_window, record_weights
@@ -60,6 +59,7 @@ from piano_gpt.evaluation.baselines import (
     random_histogram_baseline,
 )
 from piano_gpt.evaluation.metrics import average_metrics, compute_all_metrics
+from piano_gpt.evaluation.report import write_results
 from piano_gpt.midi import empty_notes
 from piano_gpt.tasks import Task, TaskSample, build_task_prompt, build_task_sequence, resolve_tasks
 from piano_gpt.tokenizers import EOGENAI_TOKEN, GENAI_TOKEN, MidiTokenizer, tokenizer_from_dict
@@ -84,22 +84,6 @@ class EvaluationError(ValueError):
 # --- inputs -----------------------------------------------------------------------------------------
 
 
-def load_dataset_cfg(dataset_cfg: dict | DictConfig | str | None) -> dict:
-    """A dataset config as a dict: a dict / DictConfig, or the name of ``configs/dataset/<name>.yaml``
-    (None: ``demo``)."""
-    if dataset_cfg is None:
-        dataset_cfg = "demo"
-    if isinstance(dataset_cfg, str):
-        path = CONFIG_DIR / "dataset" / f"{dataset_cfg}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in (CONFIG_DIR / "dataset").glob("*.yaml"))
-            raise EvaluationError(f"dataset={dataset_cfg}: no such dataset config; known: {known}")
-        dataset_cfg = OmegaConf.load(path)
-    if isinstance(dataset_cfg, DictConfig):
-        dataset_cfg = OmegaConf.to_container(dataset_cfg, resolve=True)
-    return dict(dataset_cfg)
-
-
 def shards_tokenizer(tokenizer: MidiTokenizer) -> MidiTokenizer:
     """A copy of ``tokenizer`` with only the default special tokens: the one training built its shards
     with (task and composer tokens are added after the shards), so the shards are found, not rebuilt.
@@ -112,12 +96,11 @@ def shards_tokenizer(tokenizer: MidiTokenizer) -> MidiTokenizer:
 
 
 def open_split(
-    dataset_cfg, tokenizer: MidiTokenizer, split: str, cache_dir: str | Path = "tmp/shards"
+    dataset_cfg: dict, tokenizer: MidiTokenizer, split: str, cache_dir: str | Path = "tmp/shards"
 ) -> SplitShards:
     """The shards of one split of a dataset (built on first use, then reused)."""
     if split not in ("train", "validation", "test"):
         raise EvaluationError(f"split={split}: use validation, test or train")
-    dataset_cfg = load_dataset_cfg(dataset_cfg)
     return build_shards(dataset_cfg, shards_tokenizer(tokenizer), cache_dir, splits=(split,))[split]
 
 
@@ -381,14 +364,21 @@ def evaluate_checkpoint(
     ``out_dir`` (default ``tmp/piano_eval/<checkpoint name>-<split>/``).
 
     ``tasks``: a task set name (``piano_default``), a task name, or a list of either;
-    ``dataset_cfg``: a dataset config (dict) or its name (``demo``, ``maestro``); None: demo."""
+    ``dataset_cfg``: a dataset config (dict), or for compatibility its name (``demo``, ``maestro``:
+    ``piano_gpt.configs.dataset_config``); None: demo."""
     from piano_gpt.train.checkpoint import load_checkpoint
 
     task_list = as_task_list(tasks)
     device = pick_device(device)
     model, tokenizer, checkpoint_config = load_checkpoint(checkpoint_path, device=device)
     check_task_tokens(tokenizer, task_list, str(checkpoint_path))
-    dataset = load_dataset_cfg(dataset_cfg)
+    if dataset_cfg is None or isinstance(dataset_cfg, str):
+        try:
+            dataset = dataset_config(dataset_cfg or "demo")
+        except ValueError as error:
+            raise EvaluationError(str(error)) from error
+    else:
+        dataset = dict(dataset_cfg)
     shards = open_split(dataset, tokenizer, split, shards_dir)
     samples = eval_samples(shards, task_list, int(n_samples), int(seed), int(notes_per_sample))
     torch.manual_seed(int(seed))
@@ -422,131 +412,6 @@ def evaluate_checkpoint(
     return results
 
 
-# --- outputs ----------------------------------------------------------------------------------------
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def results_markdown(results: dict) -> str:
-    """The markdown report: one table per main metric (rows tasks, columns methods) and the loss."""
-    tasks = results["tasks"]
-    methods = list(next(iter(tasks.values()))["methods"])
-    lines = [
-        f"# PIANO evaluation: {results['checkpoint']}",
-        "",
-        f"{results['dataset']} / {results['split']}, {results['n_samples']} samples per task, seed "
-        f"{results['seed']}, settings {json.dumps(results['settings'])}. Metrics compare each method's "
-        "notes with the target notes (higher is better); `overall` is the mean over tasks.",
-        "",
-    ]
-    for metric in results["main_metrics"]:
-        lines += [f"## {metric}", "", "| task | " + " | ".join(methods) + " |"]
-        lines.append("|---|" + "---:|" * len(methods))
-        rows = [(name, entry["methods"]) for name, entry in tasks.items()]
-        rows.append(("**overall**", results["overall"]))
-        for name, values in rows:
-            cells = [values[m][metric] for m in methods]
-            best = max(cells) if max(cells) > min(cells) else None  # bold the best, unless all tie
-            shown = [f"**{_fmt(c)}**" if c == best else _fmt(c) for c in cells]
-            lines.append(f"| {name} | " + " | ".join(shown) + " |")
-        lines.append("")
-    if MODEL in methods:
-        lines += ["## model: target token loss and stop reasons", ""]
-        lines += ["| task | target token loss | target tokens | stop reasons |", "|---|---:|---:|---|"]
-        for name, entry in tasks.items():
-            loss = entry.get("loss", {})
-            stops = ", ".join(f"{k} {v}" for k, v in sorted(entry.get("stop_reasons", {}).items()))
-            lines.append(
-                f"| {name} | {_fmt(loss.get('target_token_loss'))} | {loss.get('n_tokens')} | {stops} |"
-            )
-        if "loss" in results["overall"]:
-            loss = results["overall"]["loss"]
-            lines.append(f"| **overall** | {_fmt(loss['target_token_loss'])} | {loss['n_tokens']} | |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_results(
-    results: dict,
-    out_dir: Path,
-    samples: dict[str, list[EvalSample]] | None = None,
-    generations: dict | None = None,
-    n_plots: int = 4,
-) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "results.json", out_dir / "results.md"]
-    written[0].write_text(json.dumps(results, indent=1))
-    written[1].write_text(results_markdown(results))
-    if n_plots > 0:
-        written.append(plot_metric_bars(results, out_dir / "metrics.png"))
-        if samples and generations:
-            written += plot_samples(samples, generations, out_dir, n_plots)
-    return written
-
-
-def plot_metric_bars(results: dict, path: Path) -> Path:
-    """Grouped bars: for each main F1 metric, each task's mean per method."""
-    import matplotlib.pyplot as plt
-
-    tasks = list(results["tasks"])
-    methods = list(results["tasks"][tasks[0]]["methods"])
-    metrics = [m for m in results["main_metrics"] if m != "key_correlation"]
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6, 1.2 * len(tasks) + 3), 2.6 * len(metrics)))
-    axes = np.atleast_1d(axes)
-    x = np.arange(len(tasks) + 1)
-    width = 0.8 / len(methods)
-    for ax, metric in zip(axes, metrics):
-        for k, method in enumerate(methods):
-            values = [results["tasks"][t]["methods"][method][metric] for t in tasks]
-            values.append(results["overall"][method][metric])
-            ax.bar(x + (k - (len(methods) - 1) / 2) * width, values, width, label=method)
-        ax.set_title(metric)
-        ax.set_ylim(0, 1)
-        ax.set_xticks(x, [*tasks, "overall"], rotation=20, ha="right", fontsize="small")
-    axes[0].legend(fontsize="small", ncol=len(methods))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_samples(samples: dict, generations: dict, out_dir: Path, n_plots: int) -> list[Path]:
-    """Pianorolls (source / target / each method) of the first sample of the first ``n_plots`` tasks."""
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for task_name in list(samples)[:n_plots]:
-        item, made = samples[task_name][0], generations[task_name][0]
-        parts = {"source": item.source, "target": item.target}
-        parts.update({name: notes for name, notes in made.items() if name != COPY_SOURCE})
-        title = f"{task_name}: sample 0 ({item.source_info.get('title') or 'record ' + str(item.record)})"
-        path = out_dir / f"pianoroll-{task_name}-0.png"
-        try:
-            from piano_gpt.plots import plot_comparison
-
-            fig = plot_comparison(parts, title=title)
-        except ImportError:
-            fig = _plain_pianoroll(parts, title)
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def _plain_pianoroll(parts: dict, title: str):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(parts), 1, figsize=(10, 2 * len(parts)), sharex=True, sharey=True)
-    for ax, (name, notes) in zip(np.atleast_1d(axes), parts.items()):
-        ax.barh(notes["pitch"], notes["end"] - notes["start"], left=notes["start"], height=0.8)
-        ax.set_ylabel(name)
-    fig.suptitle(title)
-    return fig
-
-
 __all__ = [
     "BASELINES",
     "COPY_SOURCE",
@@ -560,13 +425,10 @@ __all__ = [
     "eval_samples",
     "evaluate_checkpoint",
     "evaluate_samples",
-    "load_dataset_cfg",
     "model_generation",
     "open_split",
     "overall",
     "random_histogram_baseline",
-    "results_markdown",
     "shards_tokenizer",
     "target_loss",
-    "write_results",
 ]

@@ -20,7 +20,7 @@ built on first use with the system C compiler and cached; ``PIANO_GPT_NATIVE=0``
 without a compiler the PyTorch step is used).
 """
 
-from piano_gpt.generation.conditioning import GenerationError, dataset_tokens, have_tasks, prefix_ids
+from piano_gpt.generation.conditioning import GenerationError, dataset_tokens, prefix_ids
 from piano_gpt.generation.engine import (
     STOP_CONTEXT,
     STOP_EOGENAI,
@@ -70,7 +70,6 @@ __all__ = [
     "find_training_shards",
     "generate",
     "generate_samples",
-    "have_tasks",
     "load_index",
     "make_config",
     "prefix_ids",

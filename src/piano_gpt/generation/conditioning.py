@@ -12,9 +12,7 @@ it was trained with it); asking for another one is an error that lists what the 
 
 from __future__ import annotations
 
-import importlib
-
-from piano_gpt.data.datasets import composer_token
+from piano_gpt.data.datasets import cleaned_name, composer_token
 from piano_gpt.tokenizers import MidiTokenizer
 
 
@@ -22,13 +20,9 @@ class GenerationError(ValueError):
     """A generation request that cannot be served; the message says what to change."""
 
 
-def _cleaned(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.strip().upper())
-
-
 def dataset_tokens(name: str) -> list[str]:
     """Candidate tokens for a dataset name, in order of preference."""
-    return [f"<DATASET_{_cleaned(name)}>", f"<{_cleaned(name)}>", f"<{name.strip().upper()}>"]
+    return [f"<DATASET_{cleaned_name(name)}>", f"<{cleaned_name(name)}>", f"<{name.strip().upper()}>"]
 
 
 def known_tokens(tokenizer: MidiTokenizer, prefix: str) -> list[str]:
@@ -67,21 +61,3 @@ def prefix_ids(
     if composer:
         ids.append(composer_id(tokenizer, composer))
     return ids
-
-
-def tasks_module():
-    """``piano_gpt.tasks`` if installed, else a GenerationError saying task completion needs it."""
-    try:
-        return importlib.import_module("piano_gpt.tasks")
-    except ImportError as error:
-        raise GenerationError(
-            f"task completion needs piano_gpt.tasks, which is not available ({error})"
-        ) from error
-
-
-def have_tasks() -> bool:
-    try:
-        tasks_module()
-    except GenerationError:
-        return False
-    return True

@@ -1,4 +1,4 @@
-"""PIANO task completion from notes: source + task -> generated target (needs ``piano_gpt.tasks``).
+"""PIANO task completion from notes: source + task -> generated target (``piano_gpt.tasks``).
 
 The prompt follows the task layout of ``piano_gpt.tasks.sequence`` up to ``<GENAI>``:
 ``[<DATASET>, <COMPOSER>, <N_NOTES_k>] + task tokens + [<MUSIC_TIME_a>, <MUSIC_TIME_b>] + source +
@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from piano_gpt.generation.conditioning import GenerationError, prefix_ids, tasks_module
+from piano_gpt.generation.conditioning import GenerationError, prefix_ids
 from piano_gpt.generation.engine import (
     Generation,
     GenerationConfig,
@@ -23,6 +23,7 @@ from piano_gpt.generation.engine import (
     complete_samples,
     make_config,
 )
+from piano_gpt.tasks import get_task, sequence
 from piano_gpt.tokenizers import GENAI_TOKEN, MidiTokenizer
 
 
@@ -38,11 +39,8 @@ def task_prompt(
     dataset: str | None = None,
 ):
     """(prompt ids ending with ``<GENAI>``, the TaskSample, the Task) for ``notes`` (times from 0)."""
-    tasks = tasks_module()
-    from piano_gpt.tasks import sequence
-
     try:
-        task = tasks.get_task(task) if isinstance(task, str) else task
+        task = get_task(task) if isinstance(task, str) else task
     except (KeyError, ValueError) as error:
         raise GenerationError(f"task={task!r}: {error}") from error
     sample = task.prepare(as_notes(notes), task_seed)
