@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from piano_gpt.evaluation.baselines import COPY_SOURCE
+from piano_gpt.plots import plot_comparison
 
 
 def fmt(value) -> str:
@@ -121,8 +122,6 @@ def plot_metric_bars(results: dict, path: Path) -> Path:
 def plot_samples(samples: dict, generations: dict, out_dir: Path, n_plots: int) -> list[Path]:
     """Pianorolls (source / target / each method) of the first sample of the first ``n_plots`` tasks."""
     import matplotlib.pyplot as plt
-
-    from piano_gpt.plots import plot_comparison
 
     paths = []
     for task_name in list(samples)[:n_plots]:
