@@ -90,21 +90,11 @@ class CheckpointConfig:
         """The model's context length (KeyError / TypeError / ValueError when config.json has none)."""
         return int(self.model["block_size"])
 
-    @property
-    def tokens_seen(self) -> int | None:
-        return self.training.get("tokens_seen")
-
-    @property
-    def iter_num(self) -> int | None:
-        return self.training.get("iter_num")
-
-    @property
-    def val_loss(self) -> float | None:
-        return self.metrics.get("val_loss")
-
-    @property
-    def best_val_loss(self) -> float | None:
-        return self.metrics.get("best_val_loss")
+    # The training figures inside the sections (None when missing).
+    tokens_seen = property(lambda self: self.training.get("tokens_seen"))
+    iter_num = property(lambda self: self.training.get("iter_num"))
+    val_loss = property(lambda self: self.metrics.get("val_loss"))
+    best_val_loss = property(lambda self: self.metrics.get("best_val_loss"))
 
 
 def sha256_file(path: Path) -> str:
