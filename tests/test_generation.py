@@ -34,7 +34,7 @@ from piano_gpt.generation.engine import window_time
 from piano_gpt.midi import make_notes, read_metadata, read_notes, write_notes
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tokenizers import EOGENAI_TOKEN, GENAI_TOKEN, PAD_TOKEN, ExponentialTimeTokenizer
-from piano_gpt.train.checkpoint import save_checkpoint
+from piano_gpt.train.checkpoint import CheckpointConfig, save_checkpoint
 
 # Cached (incremental) and uncached logits agree to this absolute tolerance (float32; logits ~ 1).
 LOGITS_ATOL = 1e-4
@@ -481,7 +481,7 @@ def demo_shards(tmp_path_factory):
 
 def test_memorisation_from_shards(tokenizer, demo_shards, tmp_path):
     dataset_cfg = {"name": "demo", "type": "demo"}
-    split = find_training_shards({"run": {"dataset": dataset_cfg}}, tokenizer, demo_shards)
+    split = find_training_shards(CheckpointConfig(run={"dataset": dataset_cfg}), tokenizer, demo_shards)
     assert split is not None and split.name == "train"  # found though this tokenizer has more tokens
     from piano_gpt.data.shards import SplitShards
 
@@ -491,8 +491,8 @@ def test_memorisation_from_shards(tokenizer, demo_shards, tmp_path):
     notes = shards.record_notes(2)
     report = index.check(notes.assign(start=notes.start + 3, end=notes.end + 3))
     assert report.longest_run == len(notes) and report.record == 2 and report.source
-    assert find_training_shards({"run": {}}, tokenizer, demo_shards) is None
-    assert find_training_shards({"run": {"dataset": dataset_cfg}}, tokenizer, tmp_path) is None
+    assert find_training_shards(CheckpointConfig(run={}), tokenizer, demo_shards) is None
+    assert find_training_shards(CheckpointConfig(run={"dataset": dataset_cfg}), tokenizer, tmp_path) is None
 
 
 # --- CLI ----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from sqlalchemy.schema import CreateSchema, DropSchema  # noqa: E402
 from piano_gpt.midi import empty_notes, make_notes  # noqa: E402
 from piano_gpt.store import (  # noqa: E402
     Base,
-    GenerationSettings,
+    GenerationSettingsTable,
     GenerationStore,
     NotesBlobError,
     Prompt,
@@ -203,7 +203,7 @@ def test_bulk_save_and_browse_1000_generations(store):
     assert len(ids) == 1000 and len(set(ids)) == 1000 and ids == sorted(ids)
     assert store.count() == 1000
     with store.engine.connect() as connection:  # settings and prompts are shared, not repeated
-        settings_rows = connection.scalar(select(func.count()).select_from(GenerationSettings))
+        settings_rows = connection.scalar(select(func.count()).select_from(GenerationSettingsTable))
         prompt_rows = connection.scalar(select(func.count()).select_from(Prompt))
     assert settings_rows == len({(task, mode, k % 2) for k, (_, task, _, mode) in enumerate(expected)})
     assert prompt_rows == 1000  # each prompt has its own random notes

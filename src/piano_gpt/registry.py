@@ -26,7 +26,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from piano_gpt.train.checkpoint import MANIFEST, REQUIRED_FILES, resolve_checkpoint, verify_checkpoint
+from piano_gpt.train.checkpoint import (
+    MANIFEST,
+    REQUIRED_FILES,
+    CheckpointConfig,
+    resolve_checkpoint,
+    verify_checkpoint,
+)
 
 DEFAULT_ROOT = "tmp"
 HUB_SOURCE = "hub_source.json"  # written by piano_gpt.hub next to a downloaded checkpoint's files
@@ -68,7 +74,8 @@ class CheckpointInfo:
 
     ``path``: the directory to give ``load_checkpoint``; ``label``: its path relative to the listed
     root; ``modified``: seconds since the epoch, the checkpoint's creation time (config.json
-    ``created``) or, when that is missing, the manifest's modification time; ``config``: config.json;
+    ``created``) or, when that is missing, the manifest's modification time; ``config``: config.json
+    (a :class:`~piano_gpt.train.checkpoint.CheckpointConfig`);
     ``files``: the files the manifest lists (with their sha256); ``hub_source``: where a hub download
     came from (repo_id, path_in_repo, commit, downloaded), None for a local checkpoint.
     """
@@ -76,7 +83,7 @@ class CheckpointInfo:
     path: Path
     label: str
     modified: float
-    config: dict = field(default_factory=dict)
+    config: CheckpointConfig = field(default_factory=CheckpointConfig)
     files: dict = field(default_factory=dict)
     hub_source: dict | None = None
 
@@ -87,51 +94,51 @@ class CheckpointInfo:
 
     @property
     def model(self) -> dict:
-        return self.config.get("model") or {}
+        return self.config.model
 
     @property
     def run(self) -> dict:
-        return self.config.get("run") or {}
+        return self.config.run
 
     @property
     def metrics(self) -> dict:
-        return self.config.get("metrics") or {}
+        return self.config.metrics
 
     @property
     def training(self) -> dict:
-        return self.config.get("training") or {}
+        return self.config.training
 
     @property
     def parameter_count(self) -> int | None:
-        return self.config.get("parameter_count")
+        return self.config.parameter_count
 
     @property
     def training_tokens(self) -> int | None:
-        return self.training.get("tokens_seen")
+        return self.config.tokens_seen
 
     @property
     def iter_num(self) -> int | None:
-        return self.training.get("iter_num")
+        return self.config.iter_num
 
     @property
     def val_loss(self) -> float | None:
-        return self.metrics.get("val_loss")
+        return self.config.val_loss
 
     @property
     def best_val_loss(self) -> float | None:
-        return self.metrics.get("best_val_loss")
+        return self.config.best_val_loss
 
     @property
     def git_commit(self) -> str | None:
-        return self.config.get("git_commit")
+        return self.config.git_commit
 
     @property
     def created(self) -> str | None:
-        return self.config.get("created")
+        return self.config.created
 
     @property
     def tokenizer(self) -> str | None:
-        return self.config.get("tokenizer")
+        return self.config.tokenizer
 
     @property
     def has_training_state(self) -> bool:
@@ -201,8 +208,8 @@ def checkpoint_info(path: str | os.PathLike, root: str | os.PathLike | None = No
     directory = resolve_checkpoint(path)
     shown = Path(path)  # a crash-recovered ``.old`` twin is still listed and loaded under its own name
     manifest = _read_json(directory / MANIFEST)
-    config = _read_json(directory / "config.json")
-    modified = _created_timestamp(config.get("created"))
+    config = CheckpointConfig.from_json(_read_json(directory / "config.json"))
+    modified = _created_timestamp(config.created)
     if modified is None:
         modified = (directory / MANIFEST).stat().st_mtime
     label = shown.name
@@ -317,13 +324,13 @@ def register_checkpoint_in_store(
     absolute path, config.json, the parameter count and the training tokens. ``verify``: check every
     file's sha256 first (CheckpointError when it fails)."""
     info = checkpoint_info(checkpoint_dir)
-    config = verify_checkpoint(info.path) if verify else info.config
+    config = CheckpointConfig.from_json(verify_checkpoint(info.path)) if verify else info.config
     return store.register_model(
         name or info.name,
         checkpoint_path=str(Path(info.path).resolve()),
-        config=config,
-        parameter_count=config.get("parameter_count"),
-        training_tokens=(config.get("training") or {}).get("tokens_seen"),
+        config=config.to_json(),
+        parameter_count=config.parameter_count,
+        training_tokens=config.tokens_seen,
     )
 
 

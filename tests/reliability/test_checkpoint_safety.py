@@ -18,9 +18,11 @@ from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.train.checkpoint import (
     CHECKPOINT_FORMAT,
     MANIFEST,
+    CheckpointConfig,
     CheckpointError,
     load_checkpoint,
     load_training_state,
+    read_checkpoint_config,
     resolve_checkpoint,
     save_checkpoint,
     verify_checkpoint,
@@ -74,6 +76,22 @@ def test_round_trip(checkpoint, tokenizer):
     assert loaded_tokenizer.vocab_size == tokenizer.vocab_size and config["metrics"] == {"step": 1}
     tensors, meta = load_training_state(checkpoint)
     assert torch.equal(tensors["optimizer.0.exp_avg"], torch.ones(3)) and meta == {"iter_num": 1}
+
+
+def test_config_json_is_a_checkpoint_config(checkpoint, tokenizer):
+    """config.json reads as a CheckpointConfig and writes back byte for byte; unknown keys survive."""
+    text = (checkpoint / "config.json").read_text()
+    config = read_checkpoint_config(checkpoint, verify=True)
+    assert json.dumps(config.to_json(), indent=1, default=str) == text
+    assert (config.format_version, config.run, config.metrics) == (
+        CHECKPOINT_FORMAT,
+        {"step": 1},
+        {"step": 1},
+    )
+    assert config.block_size == 32 and config.tokenizer == tokenizer.name and config.extra == {}
+    older = CheckpointConfig.from_json({"model": None, "future_key": [1], "created": "2024-01-01T00:00:00"})
+    assert (older.model, older.training, older.format_version, older.iter_num) == ({}, {}, None, None)
+    assert older.to_json()["future_key"] == [1] and older.created == "2024-01-01T00:00:00"
 
 
 @pytest.mark.parametrize(

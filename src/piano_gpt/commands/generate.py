@@ -26,7 +26,7 @@ from piano_gpt.generation import (
     task_samples,
 )
 from piano_gpt.midi import read_notes, write_notes
-from piano_gpt.train.checkpoint import load_checkpoint
+from piano_gpt.train.checkpoint import CheckpointConfig, load_checkpoint
 
 
 def output_paths(output_path: str, seeds: list[int]) -> list[Path]:
@@ -36,7 +36,7 @@ def output_paths(output_path: str, seeds: list[int]) -> list[Path]:
     return [path.with_name(f"{path.stem}-{seed}{path.suffix or '.mid'}") for seed in seeds]
 
 
-def memorisation_index(cfg: DictConfig, checkpoint_config: dict, tokenizer) -> NgramIndex | None:
+def memorisation_index(cfg: DictConfig, checkpoint_config: CheckpointConfig, tokenizer) -> NgramIndex | None:
     mode = str(cfg.memorisation).lower()
     if mode in ("false", "off", "none"):
         return None
@@ -52,7 +52,8 @@ def memorisation_index(cfg: DictConfig, checkpoint_config: dict, tokenizer) -> N
 
 
 def run(cfg: DictConfig) -> list[str]:
-    model, tokenizer, checkpoint_config = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
+    model, tokenizer, saved = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
+    checkpoint_config = CheckpointConfig.from_json(saved)
     prompt = read_notes(cfg.prompt_path) if cfg.prompt_path else None
     if prompt is not None and cfg.prompt_notes:
         prompt = prompt.iloc[: int(cfg.prompt_notes)].reset_index(drop=True)

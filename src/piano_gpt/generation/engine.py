@@ -163,20 +163,6 @@ class TokenTables:
     eogenai_id: int | None
 
 
-def note_on_counts(tokenizer: MidiTokenizer) -> np.ndarray:
-    """For each id, how many notes it starts (NOTE_ON tokens; a BPE token may hold several)."""
-    size = tokenizer.vocab_size
-    counts = np.zeros(size, np.int64)
-    if hasattr(tokenizer, "note_on_ids"):
-        counts[np.asarray(tokenizer.note_on_ids)] = 1
-        return counts
-    base = getattr(tokenizer, "base", None)
-    if base is not None and hasattr(tokenizer, "token_base_ids"):
-        base_counts = note_on_counts(base)
-        return np.array([base_counts[tokenizer.token_base_ids(i)].sum() for i in range(size)], np.int64)
-    return np.array([len(tokenizer.decode([i])) for i in range(size)], np.int64)
-
-
 def token_tables(tokenizer: MidiTokenizer, device: torch.device | str = "cpu") -> TokenTables:
     size = tokenizer.vocab_size
     music = np.ones(size, bool)
@@ -186,7 +172,7 @@ def token_tables(tokenizer: MidiTokenizer, device: torch.device | str = "cpu") -
             music[tokenizer.token_to_id[token]] = False
     return TokenTables(
         time_units=torch.as_tensor(np.asarray(tokenizer.token_time_units(), np.int64), device=device),
-        note_counts=torch.as_tensor(note_on_counts(tokenizer), device=device),
+        note_counts=torch.as_tensor(tokenizer.note_on_counts(), device=device),
         music=torch.as_tensor(music, device=device),
         genai_id=tokenizer.token_to_id.get(GENAI_TOKEN),
         eogenai_id=tokenizer.token_to_id.get(EOGENAI_TOKEN),

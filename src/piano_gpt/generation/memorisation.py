@@ -22,6 +22,7 @@ import pandas as pd
 
 from piano_gpt.data.shards import SplitShards, shards_key
 from piano_gpt.tokenizers import MidiTokenizer, tokenizer_from_dict
+from piano_gpt.train.checkpoint import CheckpointConfig
 
 DEFAULT_NGRAM = 8
 MAX_OCCURRENCES = 64  # positions examined per n-gram of the generation (popular n-grams: scales)
@@ -197,7 +198,7 @@ def load_index(shards_path: str, time_unit: float = 0.01, n: int = DEFAULT_NGRAM
 
 
 def find_training_shards(
-    checkpoint_config: dict, tokenizer: MidiTokenizer, cache_dir: str | Path = "tmp/shards"
+    checkpoint_config: CheckpointConfig, tokenizer: MidiTokenizer, cache_dir: str | Path = "tmp/shards"
 ) -> Path | None:
     """The ``train`` split shards of the dataset a checkpoint was trained on, if they were built here.
 
@@ -205,7 +206,7 @@ def find_training_shards(
     special tokens (training builds shards before adding composer or task tokens); then any shards of
     a dataset with the same name (the notes of a split do not depend on the tokenizer).
     """
-    dataset_cfg = (checkpoint_config.get("run") or {}).get("dataset")
+    dataset_cfg = checkpoint_config.run.get("dataset")
     cache_dir = Path(cache_dir)
     if not dataset_cfg or not cache_dir.is_dir():
         return None

@@ -23,14 +23,14 @@ from piano_gpt.store.engine import (
     resolve_url,
     upgrade_database,
 )
-from piano_gpt.store.models import Base, Generation, GenerationSettings, Model, Prompt
+from piano_gpt.store.models import Base, GenerationSettingsTable, GenerationTable, Model, Prompt
 
 __all__ = [
     "DATABASE_URL_ENV",
     "Base",
-    "Generation",
+    "GenerationTable",
     "GenerationRow",
-    "GenerationSettings",
+    "GenerationSettingsTable",
     "GenerationStore",
     "Model",
     "ModelInfo",

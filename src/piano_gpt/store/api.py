@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from piano_gpt.midi import make_notes
 from piano_gpt.store.blob import blob_to_notes, notes_to_blob
 from piano_gpt.store.engine import get_engine, resolve_url, upgrade_database
-from piano_gpt.store.models import Generation, GenerationSettings, Model, Prompt
+from piano_gpt.store.models import GenerationSettingsTable, GenerationTable, Model, Prompt
 
 MODEL_FIELDS = ("name", "checkpoint_path", "config", "parameter_count", "training_tokens")
 PROMPT_FIELDS = ("title", "composer", "dataset", "source", "notes")
@@ -341,7 +341,7 @@ class GenerationStore:
         return {
             "model_id": self._model_id(session, _model_spec(item["model"]), cache),
             "settings_id": self._get_or_create(
-                session, GenerationSettings, _settings_spec(item.get("settings")), cache
+                session, GenerationSettingsTable, _settings_spec(item.get("settings")), cache
             ),
             "prompt_id": None if prompt is None else self._get_or_create(session, Prompt, prompt, cache),
             "notes": blob,
@@ -352,7 +352,7 @@ class GenerationStore:
 
     @staticmethod
     def _insert_generations(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-        statement = insert(Generation).returning(Generation.id, sort_by_parameter_order=True)
+        statement = insert(GenerationTable).returning(GenerationTable.id, sort_by_parameter_order=True)
         return list(session.scalars(statement, rows).all())
 
     @staticmethod
@@ -402,11 +402,11 @@ class GenerationStore:
         """Everything about one generation; KeyError when there is none with that id."""
         with self._sessions() as session:
             options = [
-                selectinload(Generation.model),
-                selectinload(Generation.settings),
-                selectinload(Generation.prompt),
+                selectinload(GenerationTable.model),
+                selectinload(GenerationTable.settings),
+                selectinload(GenerationTable.prompt),
             ]
-            row = session.get(Generation, int(generation_id), options=options)
+            row = session.get(GenerationTable, int(generation_id), options=options)
             if row is None:
                 raise KeyError(f"no generation with id {generation_id}")
             prompt = row.prompt
@@ -441,15 +441,15 @@ class GenerationStore:
         search: str | None,
     ) -> Select:
         statement = (
-            statement.select_from(Generation)
-            .join(Generation.model)
-            .join(Generation.settings)
-            .outerjoin(Generation.prompt)
+            statement.select_from(GenerationTable)
+            .join(GenerationTable.model)
+            .join(GenerationTable.settings)
+            .outerjoin(GenerationTable.prompt)
         )
         exact = {
             Model.name: model_name,
-            GenerationSettings.task: task,
-            GenerationSettings.mode: mode,
+            GenerationSettingsTable.task: task,
+            GenerationSettingsTable.mode: mode,
             Prompt.composer: composer,
             Prompt.title: title,
             Prompt.dataset: dataset,
@@ -488,20 +488,20 @@ class GenerationStore:
         if not 0 <= limit <= MAX_BROWSE_LIMIT or offset < 0:
             raise ValueError(f"need 0 <= limit <= {MAX_BROWSE_LIMIT} and offset >= 0")
         columns = select(
-            Generation.id,
-            Generation.created_at,
+            GenerationTable.id,
+            GenerationTable.created_at,
             Model.name,
-            GenerationSettings.mode,
-            GenerationSettings.task,
+            GenerationSettingsTable.mode,
+            GenerationSettingsTable.task,
             Prompt.title,
             Prompt.composer,
             Prompt.dataset,
-            Generation.note_count,
-            Generation.duration,
-            Generation.metrics,
+            GenerationTable.note_count,
+            GenerationTable.duration,
+            GenerationTable.metrics,
         )
         statement = self._filtered(columns, model_name, task, composer, mode, title, dataset, search)
-        statement = statement.order_by(Generation.id.desc()).limit(limit).offset(offset)
+        statement = statement.order_by(GenerationTable.id.desc()).limit(limit).offset(offset)
         with self._sessions() as session:
             return [
                 GenerationRow(
@@ -533,14 +533,18 @@ class GenerationStore:
     ) -> int:
         """How many generations :meth:`browse` would page through with these filters."""
         statement = self._filtered(
-            select(func.count(Generation.id)), model_name, task, composer, mode, title, dataset, search
+            select(func.count(GenerationTable.id)), model_name, task, composer, mode, title, dataset, search
         )
         with self._sessions() as session:
             return int(session.scalar(statement) or 0)
 
     def list_models(self) -> list[ModelInfo]:
         """All models by name, with how many generations each has."""
-        counts = select(func.count(Generation.id)).where(Generation.model_id == Model.id).scalar_subquery()
+        counts = (
+            select(func.count(GenerationTable.id))
+            .where(GenerationTable.model_id == Model.id)
+            .scalar_subquery()
+        )
         with self._sessions() as session:
             rows = session.execute(select(Model, counts).order_by(Model.name)).all()
             return [_model_info(model, int(count)) for model, count in rows]

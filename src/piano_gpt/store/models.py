@@ -5,6 +5,9 @@
 with metrics). Settings and prompts are shared between generations: a row is found again by its
 ``fingerprint`` (sha256 of its canonical content), models by their unique ``name``.
 
+The classes are named after their tables (``GenerationTable``, ``GenerationSettingsTable``), apart from
+the engine's ``Generation`` and the dashboard's ``GenerationSettings``; the table names are unchanged.
+
 The schema itself is created by the Alembic migrations in ``migrations/``, which must be kept in step
 with these classes (``tests/test_store.py`` compares them).
 """
@@ -54,10 +57,10 @@ class Model(Base):
     training_tokens: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
-    generations: Mapped[list[Generation]] = relationship(back_populates="model")
+    generations: Mapped[list[GenerationTable]] = relationship(back_populates="model")
 
 
-class GenerationSettings(Base):
+class GenerationSettingsTable(Base):
     __tablename__ = "generation_settings"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -72,7 +75,7 @@ class GenerationSettings(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONType)  # every setting, the columns above included
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
-    generations: Mapped[list[Generation]] = relationship(back_populates="settings")
+    generations: Mapped[list[GenerationTable]] = relationship(back_populates="settings")
 
 
 class Prompt(Base):
@@ -88,10 +91,10 @@ class Prompt(Base):
     note_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
-    generations: Mapped[list[Generation]] = relationship(back_populates="prompt")
+    generations: Mapped[list[GenerationTable]] = relationship(back_populates="prompt")
 
 
-class Generation(Base):
+class GenerationTable(Base):
     __tablename__ = "generations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -105,5 +108,5 @@ class Generation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
 
     model: Mapped[Model] = relationship(back_populates="generations")
-    settings: Mapped[GenerationSettings] = relationship(back_populates="generations")
+    settings: Mapped[GenerationSettingsTable] = relationship(back_populates="generations")
     prompt: Mapped[Prompt | None] = relationship(back_populates="generations")

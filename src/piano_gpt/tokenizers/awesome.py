@@ -193,6 +193,11 @@ class AwesomeMidiTokenizer(MidiTokenizer):
         """The base ids one awesome token stands for."""
         return self._pieces[int(awesome_id)].tolist()
 
+    def note_on_counts(self) -> np.ndarray:
+        """The notes each awesome token starts: the sum over the base ids it stands for."""
+        base_counts = self.base.note_on_counts()
+        return np.array([base_counts[self.token_base_ids(i)].sum() for i in range(self.vocab_size)], np.int64)
+
     def add_special_tokens(self, tokens: list[str]) -> list[int]:
         """Fill base placeholder slots (idempotent); the vocabulary size never changes."""
         for token in tokens:

@@ -75,6 +75,11 @@ class MidiTokenizer(ABC):
     def special_token_ids(self) -> np.ndarray:
         """Ids of tokens that carry no note information (task, control, placeholder tokens)."""
 
+    def note_on_counts(self) -> np.ndarray:
+        """For each id, how many notes it starts (a BPE token may start several). This default decodes
+        each id alone; tokenizers that know their NOTE_ON ids say so directly."""
+        return np.array([len(self.decode([i])) for i in range(self.vocab_size)], np.int64)
+
     def decode_tokens(self, ids) -> list[str]:
         return [self.vocab[int(i)] for i in ids]
 

@@ -388,3 +388,8 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         )
         tokenizer.add_special_tokens(data.get("special_tokens", []))
         return tokenizer
+
+    def note_on_counts(self) -> np.ndarray:
+        counts = np.zeros(self.vocab_size, np.int64)
+        counts[self.note_on_ids] = 1
+        return counts

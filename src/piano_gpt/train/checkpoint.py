@@ -23,7 +23,9 @@ import random
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,61 @@ MANIFEST = "manifest.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, corrupt or from an incompatible version."""
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass
+class CheckpointConfig:
+    """A checkpoint's ``config.json``, typed: the one place its keys are spelled.
+
+    ``model``: the ``GPTConfig`` as a dict; ``run``: the run config the training saved (its
+    ``dataset`` section names the training data); ``metrics``: ``val_loss``, ``best_val_loss``, ...;
+    ``training``: ``iter_num``, ``tokens_seen``, ...; ``tokenizer``: the tokenizer's name;
+    ``extra``: keys this version does not know, kept so that :meth:`to_json` gives them back.
+    Missing or non-object sections read as ``{}``, missing figures as None.
+    """
+
+    format_version: Any = CHECKPOINT_FORMAT
+    model: dict = field(default_factory=dict)
+    run: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    parameter_count: int | None = None
+    git_commit: str | None = None
+    created: str | None = None
+    tokenizer: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict) -> CheckpointConfig:
+        data = _mapping(data)
+        sections = ("model", "run", "metrics", "training")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(
+            format_version=data.get("format_version"),
+            **{name: _mapping(data.get(name)) for name in sections},
+            **{name: data.get(name) for name in known - {"format_version", *sections}},
+            extra={key: value for key, value in data.items() if key not in known},
+        )
+
+    def to_json(self) -> dict:
+        """The ``config.json`` object (keys in the order :func:`save_checkpoint` writes them)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**data, **self.extra}
+
+    @property
+    def block_size(self) -> int:
+        """The model's context length (KeyError / TypeError / ValueError when config.json has none)."""
+        return int(self.model["block_size"])
+
+    # The training figures inside the sections (None when missing).
+    tokens_seen = property(lambda self: self.training.get("tokens_seen"))
+    iter_num = property(lambda self: self.training.get("iter_num"))
+    val_loss = property(lambda self: self.metrics.get("val_loss"))
+    best_val_loss = property(lambda self: self.metrics.get("best_val_loss"))
 
 
 def sha256_file(path: Path) -> str:
@@ -155,18 +212,18 @@ def save_checkpoint(
     raw_model = getattr(model, "_orig_mod", model)
     save_model(raw_model, str(tmp / "model.safetensors"))
     tokenizer.save(tmp / "tokenizer.json")
-    config = {
-        "format_version": CHECKPOINT_FORMAT,
-        "model": raw_model.config.to_dict(),
-        "run": run_config or {},
-        "metrics": metrics or {},
-        "training": training or {},
-        "parameter_count": raw_model.num_parameters(),
-        "git_commit": git_commit(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "tokenizer": tokenizer.name,
-    }
-    _write_json(tmp / "config.json", config)
+    config = CheckpointConfig(
+        format_version=CHECKPOINT_FORMAT,
+        model=raw_model.config.to_dict(),
+        run=run_config or {},
+        metrics=metrics or {},
+        training=training or {},
+        parameter_count=raw_model.num_parameters(),
+        git_commit=git_commit(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        tokenizer=tokenizer.name,
+    )
+    _write_json(tmp / "config.json", config.to_json())
     if training_tensors is not None:
         save_file(training_tensors, str(tmp / "training_state.safetensors"))
         _write_json(tmp / "training_state.json", training_meta or {})
@@ -261,6 +318,14 @@ def verify_checkpoint(path: str | os.PathLike) -> dict:
     config = _read_json(path / "config.json", "the checkpoint config")
     check_format(path, config.get("format_version"))
     return config
+
+
+def read_checkpoint_config(path: str | os.PathLike, verify: bool = False) -> CheckpointConfig:
+    """The :class:`CheckpointConfig` of a checkpoint directory; ``verify``: check every file's sha256
+    first (:func:`verify_checkpoint`), else read config.json only (cheap)."""
+    path = resolve_checkpoint(path)
+    data = verify_checkpoint(path) if verify else _read_json(path / "config.json", "the checkpoint config")
+    return CheckpointConfig.from_json(data)
 
 
 def load_checkpoint(

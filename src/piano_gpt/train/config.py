@@ -49,14 +49,11 @@ def _looks_like_path(name: str) -> bool:
 
 def checkpoint_block_size(path: str) -> tuple[Path, int]:
     """(directory, model block_size) of a checkpoint, read from its config.json (cheap: no hashing)."""
-    import json
-
-    from piano_gpt.train.checkpoint import CheckpointError, resolve_checkpoint
+    from piano_gpt.train.checkpoint import CheckpointError, read_checkpoint_config, resolve_checkpoint
 
     try:
         directory = resolve_checkpoint(path)
-        config = json.loads((directory / "config.json").read_text())
-        return directory, int(config["model"]["block_size"])
+        return directory, read_checkpoint_config(directory).block_size
     except CheckpointError as error:
         fail(str(error))
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -64,7 +61,9 @@ def checkpoint_block_size(path: str) -> tuple[Path, int]:
 
 
 def model_checkpoint(cfg: DictConfig, resume_from: str | None = None) -> str | None:
-    """The checkpoint training starts its weights from (as train() picks it), if any."""
+    """The checkpoint training starts its weights from, if any: the one a resumed run continues, else
+    ``checkpoint_path`` for task training, else ``init_from`` (unless ``scratch``). ``train()`` and
+    :func:`validate_config` both ask here."""
     if resume_from:
         return resume_from
     if cfg.task == "piano_tasks" and cfg.get("checkpoint_path"):

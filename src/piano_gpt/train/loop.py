@@ -44,7 +44,7 @@ from piano_gpt.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from piano_gpt.train.config import build_tokenizer, task_names, validate_config
+from piano_gpt.train.config import build_tokenizer, model_checkpoint, task_names, validate_config
 
 
 def peak_flops(cfg: DictConfig, device: str) -> float:
@@ -162,9 +162,7 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     peak = peak_flops(cfg, device)
 
     # ---- tokenizer and data -----------------------------------------------------------------------
-    init_from = resume_from or (cfg.get("checkpoint_path") if cfg.task == "piano_tasks" else None)
-    if not init_from and cfg.init_from not in (None, "scratch"):
-        init_from = cfg.init_from
+    init_from = model_checkpoint(cfg, resume_from)
     init_model = None
     if init_from:
         # Start from the checkpoint's own tokenizer: its special tokens keep their ids (and embeddings).
