@@ -35,6 +35,18 @@ USER_ERRORS = (
 )
 
 
+def sampling_options(cfg: DictConfig) -> dict:
+    """The sampling keys a generating command's config has (temperature, top_k, top_p, min_p), typed."""
+    options = {
+        "temperature": float(cfg.temperature),
+        "top_k": None if cfg.top_k is None else int(cfg.top_k),
+        "top_p": float(cfg.top_p),
+    }
+    if "min_p" in cfg:
+        options["min_p"] = float(cfg.min_p)
+    return options
+
+
 def hydra_command(config_name: str, also: tuple[type[BaseException], ...] = ()) -> Callable:
     """Decorate ``run(cfg)`` into a command's ``main()``: Hydra composes ``configs/<config_name>`` from
     the command line, and a user error (``USER_ERRORS`` and ``also``) prints one line, exit status 2."""

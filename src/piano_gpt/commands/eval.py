@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from piano_gpt.commands.base import CommandError, hydra_command
+from piano_gpt.commands.base import CommandError, hydra_command, sampling_options
 from piano_gpt.common import pick_device
 from piano_gpt.data.sources import dataset_items, item_notes
 from piano_gpt.evaluation.continuation import continuation_prompts, evaluate_continuations, format_markdown
@@ -40,9 +40,7 @@ def continuation_figures(cfg: DictConfig, model, tokenizer, dataset: dict) -> tu
         tokenizer,
         prompts,
         float(cfg.continuation_seconds),
-        temperature=float(cfg.temperature),
-        top_k=None if cfg.top_k is None else int(cfg.top_k),
-        top_p=float(cfg.top_p),
+        **sampling_options(cfg),
         seed=int(cfg.seed),
         grammar=bool(cfg.grammar),
         max_note_seconds=None if cfg.max_note_seconds is None else float(cfg.max_note_seconds),

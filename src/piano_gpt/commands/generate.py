@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from piano_gpt.commands.base import hydra_command
+from piano_gpt.commands.base import hydra_command, sampling_options
 from piano_gpt.common import pick_device
 from piano_gpt.generation import (
     Generation,
@@ -60,10 +60,7 @@ def run(cfg: DictConfig) -> list[str]:
     config = GenerationConfig(
         n_samples=int(cfg.n_samples),
         seed=int(cfg.seed),
-        temperature=float(cfg.temperature),
-        top_k=None if cfg.top_k is None else int(cfg.top_k),
-        top_p=float(cfg.top_p),
-        min_p=float(cfg.min_p),
+        **sampling_options(cfg),
         max_new_tokens=int(cfg.max_new_tokens),
         max_notes=None if cfg.max_notes is None else int(cfg.max_notes),
         max_duration=None if cfg.duration is None else float(cfg.duration),

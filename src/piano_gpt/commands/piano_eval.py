@@ -12,7 +12,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from piano_gpt.commands.base import CommandError, hydra_command
+from piano_gpt.commands.base import CommandError, hydra_command, sampling_options
 from piano_gpt.configs import CONFIG_DIR
 from piano_gpt.evaluation.piano_eval import evaluate_checkpoint
 from piano_gpt.evaluation.report import results_markdown
@@ -51,9 +51,7 @@ def run(cfg: DictConfig) -> None:
         device=str(cfg.device),
         notes_per_sample=int(cfg.notes_per_sample),
         budget_factor=float(cfg.budget_factor),
-        temperature=float(cfg.temperature),
-        top_k=None if cfg.top_k is None else int(cfg.top_k),
-        top_p=float(cfg.top_p),
+        **sampling_options(cfg),
         n_plots=int(cfg.n_plots),
         shards_dir=str(cfg.shards_dir),
         progress=True,
