@@ -215,6 +215,17 @@ def task_names(cfg: DictConfig) -> list[str] | str | None:
     return names
 
 
+def model_preset(name: str) -> dict:
+    """The GPTConfig fields of ``configs/model/<name>.yaml`` (the one home of the model shapes)."""
+    path = CONFIG_DIR / "model" / f"{name}.yaml"
+    if not path.exists():
+        names = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+        fail(f"model={name}: no such model config; use one of {', '.join(names)}")
+    fields = OmegaConf.to_container(OmegaConf.load(path))
+    fields.pop("name", None)
+    return fields
+
+
 def build_tokenizer(cfg: DictConfig) -> MidiTokenizer:
     tok = OmegaConf.to_container(cfg.tokenizer, resolve=True)
     name = tok.pop("name")
