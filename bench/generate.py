@@ -2,7 +2,7 @@
 
     python bench/generate.py [--repeats 3] [--threads N] [--bf16] [--long]
 
-Model shape: gpt2_10M (12 layers, 8 heads, 256 wide; ``model.MODEL_PRESETS``), context 1024, vocab
+Model shape: gpt2_10M (12 layers, 8 heads, 256 wide; ``configs/model/gpt2_10M.yaml``), context 1024, vocab
 1241, random weights. Workload per batch size (1 and 8): a 256-token prompt (the opening of a demo
 corpus piece; the batch is n samples of that one prompt), 512 new tokens, sampling at temperature 1
 with top-k 50 on both sides. Timings cover the whole call (prompt processing included); new tokens/s
@@ -31,8 +31,9 @@ import torch
 from piano_gpt.data.demo import load_demo_records
 from piano_gpt.generation import generate_samples, native, sample_ids
 from piano_gpt.midi import make_notes
-from piano_gpt.model import GPT, MODEL_PRESETS, GPTConfig
+from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
+from piano_gpt.train.config import model_preset
 
 PROMPT_TOKENS = 256
 NEW_TOKENS = 512
@@ -59,7 +60,7 @@ def demo_prompt(tokenizer) -> tuple[list[int], object]:
 def hf_model(vocab_size: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    preset = MODEL_PRESETS["gpt2_10M"]
+    preset = model_preset("gpt2_10M")
     config = GPT2Config(
         vocab_size=vocab_size,
         n_positions=1024,
@@ -163,9 +164,7 @@ def main() -> None:
 
     tokenizer = ExponentialTimeTokenizer()
     torch.manual_seed(0)
-    ours = GPT(
-        GPTConfig(block_size=1024, vocab_size=tokenizer.vocab_size, **MODEL_PRESETS["gpt2_10M"])
-    ).eval()
+    ours = GPT(GPTConfig(block_size=1024, vocab_size=tokenizer.vocab_size, **model_preset("gpt2_10M"))).eval()
     hf = hf_model(tokenizer.vocab_size)
     prompt, notes = demo_prompt(tokenizer)
     start = time.perf_counter()

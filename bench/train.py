@@ -4,7 +4,7 @@
                                          [--threads N] [--no-deterministic] [--compile]
                                          [--append bench/RESULTS.md]
 
-Shape: gpt2_10M (``model.MODEL_PRESETS``: 12 layers, 8 heads, 256 wide), context 512, batch 8, vocab
+Shape: gpt2_10M (``configs/model/gpt2_10M.yaml``: 12 layers, 8 heads, 256 wide), context 512, batch 8, vocab
 1241 (``ExponentialTimeTokenizer().vocab_size``), no dropout, random weights and random token ids.
 Ours: ``GPT(GPTConfig(block_size=512, ...))`` with the music time embedding, fed ``time_steps`` (a
 running clock, as the datasets make it); HF: ``GPT2LMHeadModel(GPT2Config(n_layer=12, n_head=8,
@@ -45,8 +45,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tokenizer import machine  # noqa: E402  (bench/tokenizer.py: date, cores, CPU, torch, uptime)
 
-from piano_gpt.model import GPT, MODEL_PRESETS, GPTConfig  # noqa: E402
+from piano_gpt.model import GPT, GPTConfig  # noqa: E402
 from piano_gpt.model_kernels import PLAIN, CpuTrainingKernels, use_cpu_training_kernels  # noqa: E402
+from piano_gpt.train.config import model_preset  # noqa: E402
 
 CONTEXT = 512
 BATCH = 8
@@ -57,14 +58,14 @@ LR, BETAS, WEIGHT_DECAY, GRAD_CLIP = 6e-4, (0.9, 0.95), 0.1, 1.0
 
 def ours_model() -> GPT:
     torch.manual_seed(0)
-    config = GPTConfig(block_size=CONTEXT, vocab_size=VOCAB, dropout=0.0, **MODEL_PRESETS[PRESET])
+    config = GPTConfig(block_size=CONTEXT, vocab_size=VOCAB, **{**model_preset(PRESET), "dropout": 0.0})
     return GPT(config).train()
 
 
 def hf_model():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    preset = MODEL_PRESETS[PRESET]
+    preset = model_preset(PRESET)
     config = GPT2Config(
         vocab_size=VOCAB,
         n_positions=CONTEXT,

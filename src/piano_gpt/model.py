@@ -1,7 +1,16 @@
-"""A GPT-2 language model over piano tokens, in one file (after nanoGPT).
+"""A GPT language model over piano tokens, in one file (after nanoGPT).
 
 Pre-LN transformer blocks, causal self-attention through ``scaled_dot_product_attention``, weight
-tying between the token embedding and the output head, no biases. Two additions:
+tying between the token embedding and the output head, no biases. Two architecture families share
+the code, chosen by switches of :class:`GPTConfig` (each can be turned on alone, to be measured):
+
+- ``gpt2`` (the defaults): learned position table ``wpe``, LayerNorm, GELU MLP (4x wide);
+- ``piano``, a modern small LM: rotary positions (``rotary``: no ``wpe``, relative positions in the
+  attention scores, so no learned limit on length), RMSNorm (``norm="rmsnorm"``), a SwiGLU MLP
+  (``mlp="swiglu"``, hidden width ~8/3 x so the parameter count stays close), and RMSNorm of each
+  head's queries and keys (``qk_norm``), which keeps attention logits bounded at high learning rates.
+
+Two additions to both:
 
 - a *music time* embedding: the running time (in tokenizer time units) at each token, as a learned
   table added to the token and position embeddings, so the model knows where in the bar-less
@@ -36,14 +45,73 @@ class GPTConfig:
     bias: bool = False
     music_time_embedding: bool = True
     max_music_time: int = 10_000
+    # The architecture: a family name (recorded, for people and lists) and the switches that define
+    # it. The defaults are GPT-2 exactly; checkpoints saved before these fields existed load as gpt2.
+    architecture: str = "gpt2"  # gpt2 | piano | custom (a mix of switches)
+    rotary: bool = False  # rotary position embedding instead of the learned table wpe
+    rope_base: float = 10_000.0
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    mlp: str = "gelu"  # gelu | swiglu
+    qk_norm: bool = False  # RMSNorm of queries and keys, per head
+
+    def __post_init__(self) -> None:
+        choices = {"architecture": ARCHITECTURES, "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"model {key}={getattr(self, key)!r}: use one of {', '.join(allowed)}")
+        if self.rotary and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"rotary positions need an even head size, got {self.n_embd // self.n_head}")
+
+    @property
+    def is_gpt2(self) -> bool:
+        """The GPT-2 layout (whatever the family name says): what the fast generation paths compute."""
+        return not self.rotary and self.norm == "layernorm" and self.mlp == "gelu" and not self.qk_norm
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> GPTConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """A saved config; keys it lacks take their defaults (older checkpoints: gpt2), unknown keys
+        are refused (a model this code does not know how to build)."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"unknown model config keys {', '.join(unknown)} (written by a newer piano_gpt?)"
+            )
+        return cls(**data)
+
+
+ARCHITECTURES = ("gpt2", "piano", "custom")
+
+
+def swiglu_hidden(n_embd: int) -> int:
+    """SwiGLU hidden width: 8/3 of n_embd (three matrices instead of two of 4x), a multiple of 64."""
+    return 64 * max(1, round(8 * n_embd / 3 / 64))
+
+
+def make_norm(config: GPTConfig, size: int | None = None) -> nn.Module:
+    size = size or config.n_embd
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=1e-5)
+    return nn.LayerNorm(size, bias=config.bias)
+
+
+def rotary_tables(config: GPTConfig, start: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each ``(length, head_dim / 2)``, for absolute positions ``start .. start+length-1``."""
+    head_dim = config.n_embd // config.n_head
+    inv_freq = config.rope_base ** (
+        -torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
+    )
+    angles = torch.outer(torch.arange(start, start + length, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the two halves of each head of ``x`` ``(B, nh, T, hs)`` by the position angles."""
+    cos, sin = (t.to(x.dtype) for t in rope)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class KVCache:
@@ -72,13 +140,26 @@ class CausalSelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.dropout = config.dropout
         self.layer_index = layer_index
+        if config.qk_norm:
+            self.q_norm = nn.RMSNorm(config.n_embd // config.n_head, eps=1e-5)
+            self.k_norm = nn.RMSNorm(config.n_embd // config.n_head, eps=1e-5)
+        self.qk_norm = config.qk_norm
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = kernels.linear(self.c_attn, x).split(self.n_embd, dim=2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:  # the cache keeps rotated keys: rotation depends on absolute position only
+            q, k = apply_rotary(q, rope), apply_rotary(k, rope)
         if cache is None:
             y = kernels.causal_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         else:
@@ -111,16 +192,36 @@ class MLP(nn.Module):
         return self.dropout(kernels.linear(self.c_proj, self.gelu(kernels.linear(self.c_fc, x))))
 
 
+class SwiGLU(nn.Module):
+    """``c_proj(silu(gate) * up)``; ``c_fc`` holds gate and up as one matrix (one matmul)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.hidden = swiglu_hidden(config.n_embd)
+        self.c_fc = nn.Linear(config.n_embd, 2 * self.hidden, bias=config.bias)
+        self.c_proj = nn.Linear(self.hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = kernels.linear(self.c_fc, x).split(self.hidden, dim=-1)
+        return self.dropout(kernels.linear(self.c_proj, F.silu(gate) * up))
+
+
 class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer_index: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer_index)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -128,12 +229,13 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        modules = dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if not config.rotary:
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        modules.update(
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=make_norm(config),
         )
         if config.music_time_embedding:
             modules["wtime"] = nn.Embedding(config.max_music_time, config.n_embd)
@@ -158,7 +260,8 @@ class GPT(nn.Module):
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
+            if not self.config.rotary:
+                n -= self.transformer.wpe.weight.numel()
             if self.config.music_time_embedding:
                 n -= self.transformer.wtime.weight.numel()
         return n
@@ -177,17 +280,23 @@ class GPT(nn.Module):
         """
         B, T = idx.size()
         past = cache.length if cache is not None else 0
-        if past + T > self.config.block_size:
+        if not self.config.rotary and past + T > self.config.block_size:  # the end of the wpe table
             raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        if cache is not None and past + T > cache.max_length:
+            raise ValueError(f"sequence of {past + T} tokens exceeds the cache's {cache.max_length}")
+        x = self.transformer.wte(idx)
+        rope = None
+        if self.config.rotary:
+            rope = rotary_tables(self.config, past, T, idx.device)
+        else:
+            x = x + self.transformer.wpe(torch.arange(past, past + T, dtype=torch.long, device=idx.device))
         if self.config.music_time_embedding:
             if time_steps is None:
                 raise ValueError("this model uses the music time embedding: pass time_steps")
             x = x + self.transformer.wtime(time_steps.clamp(0, self.config.max_music_time - 1))
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, cache)
+            x = block(x, cache, rope)
         if cache is not None:
             cache.length = past + T
         x = self.transformer.ln_f(x)
@@ -222,11 +331,3 @@ class GPT(nn.Module):
         n = self.num_parameters(non_embedding=True)
         head_dim = cfg.n_embd // cfg.n_head
         return 6 * n + 12 * cfg.n_layer * cfg.n_head * head_dim * cfg.block_size
-
-
-MODEL_PRESETS: dict[str, dict] = {
-    "gpt2_10M": dict(n_layer=12, n_head=8, n_embd=256),
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),
-    "gpt2_medium": dict(n_layer=24, n_head=16, n_embd=1024),
-    "gpt2_large": dict(n_layer=36, n_head=20, n_embd=1280),
-}

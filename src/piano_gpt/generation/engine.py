@@ -29,7 +29,7 @@ import torch
 
 from piano_gpt.generation.conditioning import GenerationError, prefix_ids
 from piano_gpt.generation.grammar import DEFAULT_MAX_NOTE_SECONDS, NoteGrammar, grammar_support
-from piano_gpt.generation.runner import RUNNERS
+from piano_gpt.generation.runner import runner_for
 from piano_gpt.generation.sampling import Sampler, SamplingConfig
 from piano_gpt.midi import clip_same_pitch_overlaps, empty_notes, make_notes
 from piano_gpt.model import GPT
@@ -239,7 +239,7 @@ def sample_ids(
     if config.grammar and grammar_support(tokenizer) is None:
         grammar = NoteGrammar(tokenizer, B, allowed, config.max_note_seconds)
         grammar.start(prompt.cpu().numpy())
-    runner = RUNNERS["fast" if config.fast else "model"](model, B)
+    runner = runner_for(model, B, config.fast)  # ModelRunner for non-gpt2 architectures
 
     def window_of(history: torch.Tensor) -> torch.Tensor:
         if history.size(1) < block:

@@ -176,6 +176,14 @@ def unavailable_reason() -> str | None:
     return None if library() is not None else _reason
 
 
+def model_unsupported(config) -> str | None:
+    """Why the compiled step cannot compute a model of this ``GPTConfig`` (``None`` when it can): it
+    is the GPT-2 layout in C (learned positions, LayerNorm, GELU), nothing else."""
+    if not config.is_gpt2:
+        return f"the native step computes the gpt2 architecture only, not {config.architecture!r}"
+    return None
+
+
 TILE = 16  # keys per tile of the native key cache
 
 
@@ -207,6 +215,9 @@ class NativeStep:
     """
 
     def __init__(self, runner, library: ctypes.CDLL):
+        reason = model_unsupported(runner.config)
+        if reason:
+            raise RuntimeError(f"no native step: {reason}")
         self.library = library
         B, C, H = runner.batch_size, runner.n_embd, runner.n_head
         n_ff = runner.layers[0].fc.size(0)

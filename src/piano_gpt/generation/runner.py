@@ -27,7 +27,9 @@ small model is bound by memory traffic (weights and cache) and per-op overhead, 
    with ``FastRunner(..., native=False)`` or ``PIANO_GPT_NATIVE=0``) the PyTorch step below. The
    prompt goes through PyTorch either way, its matrix products through oneDNN in float32.
 
-The runners agree to float rounding (the tests hold the logits to 1e-4).
+The runners agree to float rounding (the tests hold the logits to 1e-4). FastRunner (and its native
+step) compute the GPT-2 layout only; for other architectures (``config.is_gpt2`` false: the piano
+family's rotary positions, RMSNorm, SwiGLU, q/k norms) :func:`runner_for` gives ModelRunner.
 """
 
 from __future__ import annotations
@@ -115,14 +117,25 @@ class FastRunner:
 
     MIN_ROWS = 2
 
+    @staticmethod
+    def supports(model: GPT) -> bool:
+        """FastRunner computes the GPT-2 layout (learned positions, LayerNorm, GELU) only."""
+        return model.config.is_gpt2
+
     def __init__(self, model: GPT, batch_size: int, native: bool | None = None):
         config = model.config
+        if not config.is_gpt2:
+            raise ValueError(
+                f"FastRunner computes the gpt2 architecture only, this model is {config.architecture!r}: "
+                "use ModelRunner (runner_for picks it)"
+            )
         transformer = model.transformer
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.n_embd, self.n_head = config.n_embd, config.n_head
         self.head_dim = config.n_embd // config.n_head
         self.capacity = config.block_size
+        self.config = config
         self.max_time = config.max_music_time
         self.batch_size = batch_size
         self.rows = max(batch_size, self.MIN_ROWS)
@@ -277,3 +290,8 @@ class FastRunner:
 
 
 RUNNERS = {"fast": FastRunner, "model": ModelRunner}
+
+
+def runner_for(model: GPT, batch_size: int, fast: bool = True) -> FastRunner | ModelRunner:
+    """FastRunner where asked for and able to compute this model, else ModelRunner."""
+    return RUNNERS["fast" if fast and FastRunner.supports(model) else "model"](model, batch_size)

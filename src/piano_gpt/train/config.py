@@ -27,6 +27,7 @@ def fail(message: str) -> None:
 
 
 DATASET_TYPES = ("demo", "maestro", "hf")
+OPTIMIZERS = ("adamw", "muon")  # built by piano_gpt.train.optimizers.build_optimizer
 
 
 def _integer(cfg: DictConfig, key: str, minimum: int, meaning: str) -> int:
@@ -94,6 +95,13 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
             f"optimizer.gradient_accumulation_steps={opt.gradient_accumulation_steps} must be a multiple of "
             f"the {world} processes (it is the global number of micro-batches per step)"
         )
+    name = opt.get("name", "adamw")
+    if name not in OPTIMIZERS:
+        fail(f"optimizer.name={name}: use one of {', '.join(OPTIMIZERS)}")
+    if name == "muon":
+        _number(cfg, "optimizer.muon_lr", 1e-12, "a positive learning rate")
+        if cfg.system.get("fsdp", False):
+            fail("optimizer.name=muon does not shard: use system.fsdp=false (DDP) or optimizer.name=adamw")
     _number(cfg, "lr.learning_rate", 1e-12, "a positive learning rate")
     _number(cfg, "lr.min_lr", 0.0, "a learning rate >= 0")
     _integer(cfg, "lr.warmup_iters", 0, "a number of steps")
@@ -117,6 +125,7 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
         )
     if cfg.model.n_embd % cfg.model.n_head:
         fail(f"model.n_embd={cfg.model.n_embd} must be divisible by model.n_head={cfg.model.n_head}")
+    _check_model_fields(cfg)
     if cfg.dataset.type not in DATASET_TYPES:
         fail(f"dataset.type={cfg.dataset.type}: use one of {', '.join(DATASET_TYPES)}")
     if cfg.dataset.type == "maestro" and not Path(str(cfg.dataset.path)).expanduser().is_dir():
@@ -141,6 +150,18 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
         suffix = cfg.logging.get("wandb_run_name_suffix")
         if suffix:
             cfg.run_name += f"-{suffix}"
+
+
+def _check_model_fields(cfg: DictConfig) -> None:
+    from piano_gpt.model import GPTConfig
+
+    fields = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    try:
+        GPTConfig(block_size=cfg.data.context_size, **fields)
+    except TypeError as error:
+        fail(f"model: {error} (the keys of GPTConfig are the model config's)")
+    except ValueError as error:
+        fail(str(error))
 
 
 def command_line_problem(argv: list[str]) -> str | None:
@@ -212,6 +233,17 @@ def task_names(cfg: DictConfig) -> list[str] | str | None:
     if isinstance(names, DictConfig | ListConfig):
         names = OmegaConf.to_container(names, resolve=True)
     return names
+
+
+def model_preset(name: str) -> dict:
+    """The GPTConfig fields of ``configs/model/<name>.yaml`` (the one home of the model shapes)."""
+    path = CONFIG_DIR / "model" / f"{name}.yaml"
+    if not path.exists():
+        names = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+        fail(f"model={name}: no such model config; use one of {', '.join(names)}")
+    fields = OmegaConf.to_container(OmegaConf.load(path))
+    fields.pop("name", None)
+    return fields
 
 
 def build_tokenizer(cfg: DictConfig) -> MidiTokenizer:

@@ -45,6 +45,7 @@ from piano_gpt.train.checkpoint import (
     save_checkpoint,
 )
 from piano_gpt.train.config import build_tokenizer, model_checkpoint, task_names, validate_config
+from piano_gpt.train.optimizers import build_optimizer
 
 
 def peak_flops(cfg: DictConfig, device: str) -> float:
@@ -223,11 +224,15 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         from piano_gpt.train import sharding
 
         sharding.shard_model(model)  # before the optimizer: it must hold the sharded parameters
-    optimizer = model.configure_optimizers(
-        cfg.optimizer.weight_decay,
+    optimizer = build_optimizer(
+        model,
+        cfg.optimizer.get("name", "adamw"),
         cfg.lr.learning_rate,
+        cfg.optimizer.weight_decay,
         (cfg.optimizer.beta1, cfg.optimizer.beta2),
         device_type,
+        muon_lr=cfg.optimizer.get("muon_lr", 0.02),
+        muon_weight_decay=cfg.optimizer.get("muon_weight_decay", 0.0),
     )
 
     # ---- resume ------------------------------------------------------------------------------------
@@ -337,8 +342,8 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
             break
 
         lr = learning_rate(iter_num, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group in optimizer.param_groups:  # Muon's group runs at its own rate, on the same schedule
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         t0 = time.time()
         loss_sum = 0.0
         for micro_step in range(micro_steps_per_rank):
