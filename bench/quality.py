@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -78,9 +77,14 @@ def run_variant(name: str, args, seed: int) -> dict:
     overrides = [*common_overrides(args), *VARIANTS[name], f"seed={seed}", f"run_name=quality-{name}-{seed}"]
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         cfg = compose("gpt2_pretraining", overrides=overrides)
-    started = time.time()
-    run_dir = train(cfg)
-    train_seconds = time.time() - started
+    run_dir = Path(cfg.out_dir) / cfg.run_name
+    last = run_dir / f"{cfg.run_name}-last"
+    if not (args.reuse and (last / "manifest.json").exists()):
+        run_dir = train(cfg)
+    rates = [r["tokens_per_s"] for r in _log_rows(run_dir) if "tokens_per_s" in r]
+    # Seconds of training from the logged step rates (also right for a reused run).
+    tokens = int(cfg.optimizer.max_iters) * args.batch_size * args.context_size
+    train_seconds = tokens * sum(1 / r for r in rates) / max(1, len(rates))
     model, tokenizer, _ = load_checkpoint(run_dir / f"{cfg.run_name}-last")
     dataset = {"name": "maestro", "type": "maestro", "path": str(args.maestro), "extra_datasets": []}
     shards = open_split(dataset, tokenizer, "validation", f"{args.work_dir}/shards")
@@ -89,7 +93,7 @@ def run_variant(name: str, args, seed: int) -> dict:
     )
     items = dataset_items(dataset, "validation")
     step = max(1, len(items) // args.prompts)
-    pieces = [(item.label(), item_notes(item)) for item in items[::step]]
+    pieces = [(item.label, item_notes(item)) for item in items[::step]]
     prompts = continuation_prompts(pieces, args.prompts, 48, args.continuation_seconds)
     continuation = evaluate_continuations(
         model, tokenizer, prompts, args.continuation_seconds, top_k=40, seed=0, max_new_tokens=4096
@@ -104,6 +108,10 @@ def run_variant(name: str, args, seed: int) -> dict:
         **{k: figures[k] for k in ("loss", "bits_per_note", "bits_per_second") if k in figures},
         "continuation": continuation,
     }
+
+
+def _log_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
 
 
 def table(rows: list[dict]) -> str:
@@ -142,6 +150,9 @@ def main() -> None:
     parser.add_argument("--work-dir", default="tmp/bench_quality")
     parser.add_argument("--out", default="tmp/bench_quality/quality.md")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument(
+        "--reuse", action="store_true", help="score a finished run of the same name, not retrain"
+    )
     args = parser.parse_args()
     if args.list:
         for name, overrides in VARIANTS.items():

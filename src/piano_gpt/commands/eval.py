@@ -27,7 +27,7 @@ from piano_gpt.train.checkpoint import load_checkpoint
 
 def continuation_figures(cfg: DictConfig, model, tokenizer, dataset: dict) -> tuple[dict, str]:
     items = dataset_items(dataset, str(cfg.split))
-    pieces = [(item.label(), item_notes(item)) for item in items]
+    pieces = [(item.label, item_notes(item)) for item in items]
     prompts = continuation_prompts(
         pieces, int(cfg.n_prompts), int(cfg.prompt_notes), float(cfg.continuation_seconds)
     )
