@@ -39,9 +39,9 @@ MAESTRO = Path(__file__).resolve().parents[2] / "shared" / "data" / "maestro"
 
 # The original recipe is today's gpt2_* architecture with AdamW and the config defaults.
 VARIANTS = {
-    "original": ["model=gpt2_10M"],
+    "original": ["model=gpt2_10M", "optimizer.name=adamw"],
     "original+muon": ["model=gpt2_10M", "optimizer.name=muon"],
-    "piano-adamw": ["model=piano_10M"],
+    "piano-adamw": ["model=piano_10M", "optimizer.name=adamw"],
     "piano": ["model=piano_10M", "optimizer.name=muon"],
     "piano+augment": [
         "model=piano_10M",
