@@ -1,11 +1,12 @@
 """The note grammar of generation: random weights never break it (generation/grammar.py)."""
 
+import pandas as pd
 import pytest
 import torch
 
 from piano_gpt.generation import generate_samples, sample_ids
-from piano_gpt.generation.engine import token_tables
-from piano_gpt.generation.grammar import NoteGrammar, grammar_support
+from piano_gpt.generation.engine import carried_window, token_tables
+from piano_gpt.generation.grammar import NoteGrammar, grammar_support, held_note_tokens, open_notes
 from piano_gpt.midi import make_notes
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
@@ -123,3 +124,45 @@ def test_bpe_tokenizers_say_the_grammar_is_off(tokenizer):
     bpe = AwesomeMidiTokenizer.train(tokenizer, [text] * 4, vocab_size=tokenizer.vocab_size + 8)
     assert "exponential" in grammar_support(bpe)
     assert grammar_support(tokenizer) is None
+
+
+def test_held_note_tokens_restate_only_the_notes_still_down(tokenizer):
+    # C4 (held from the start), E4 (ended), G4 (struck late, still held): C4 and G4 remain, oldest first.
+    notes = make_notes([60, 64, 67], [80, 50, 100], [0.0, 0.2, 0.5], [3.0, 0.4, 3.0])
+    ids = tokenizer.encode(notes)
+    cut = ids.index(int(tokenizer.note_on_ids[67 - 21])) + 1  # just after G4 starts
+    held = held_note_tokens(tokenizer, ids[:cut])
+    pairs = [tokenizer.vocab[i] for i in held]
+    assert pairs == ["VELOCITY_" + pairs[0].split("_")[1], "NOTE_ON_60", pairs[2], "NOTE_ON_67"]
+    assert held[0] == ids[ids.index(int(tokenizer.note_on_ids[60 - 21])) - 1]  # C4's own velocity
+    assert open_notes(tokenizer, ids[:cut]) == 2
+    assert open_notes(tokenizer, ids) == 0 and len(held_note_tokens(tokenizer, ids)) == 0
+
+
+def test_a_slid_window_starts_with_the_held_notes_and_keeps_its_size(tokenizer):
+    held_long = make_notes([40], [90], [0.0], [30.0])  # one key down through many short notes
+    runs = make_notes(
+        [60 + i % 12 for i in range(120)],
+        [70] * 120,
+        [0.1 + 0.2 * i for i in range(120)],
+        [0.25 + 0.2 * i for i in range(120)],
+    )
+    ids = torch.as_tensor(tokenizer.encode(pd.concat([held_long, runs], ignore_index=True)))
+    window = carried_window(ids, n_prefix=0, keep=64, tokenizer=tokenizer)
+    assert len(window) == 64
+    names = [tokenizer.vocab[int(i)] for i in window]
+    n_held = next(i for i in range(0, 64, 2) if not names[i].startswith("VELOCITY"))
+    assert 2 <= n_held <= 4 and names[1] == "NOTE_ON_40"  # the bass key, and a run note the cut splits
+    assert all(n.startswith("NOTE_ON") for n in names[1:n_held:2])
+    assert torch.equal(window[n_held:], ids[len(ids) - (64 - n_held) :])
+    assert len(carried_window(ids[: len(ids) // 2], 0, 64, tokenizer)) == 64
+
+
+def test_sliding_continuations_end_the_notes_they_restated(tokenizer):
+    # A random model far past its 64-token window, with and without restating held notes: the grammar
+    # holds in both, and the window never exceeds the context.
+    model = random_model(tokenizer, 0, block_size=64)
+    prompt = tokenizer.encode(make_notes([40, 60], [90, 70], [0.0, 0.1], [9.0, 0.3]))
+    for carry in (True, False):
+        (sample,) = sample_ids(model, tokenizer, prompt, max_new_tokens=400, seed=1, carry_held_notes=carry)
+        assert violations(tokenizer, list(prompt) + sample.ids.tolist(), limit_units=1000) == []

@@ -28,7 +28,12 @@ import pandas as pd
 import torch
 
 from piano_gpt.generation.conditioning import GenerationError, prefix_ids
-from piano_gpt.generation.grammar import DEFAULT_MAX_NOTE_SECONDS, NoteGrammar, grammar_support
+from piano_gpt.generation.grammar import (
+    DEFAULT_MAX_NOTE_SECONDS,
+    NoteGrammar,
+    grammar_support,
+    held_note_tokens,
+)
 from piano_gpt.generation.runner import runner_for
 from piano_gpt.generation.sampling import Sampler, SamplingConfig
 from piano_gpt.midi import clip_same_pitch_overlaps, empty_notes, make_notes
@@ -56,6 +61,7 @@ class GenerationConfig:
     max_notes: int | None = None
     max_duration: float | None = None  # seconds of generated music
     context_keep: float = 0.5  # share of the window kept when a continuation slides
+    carry_held_notes: bool = True  # a slid window restates the notes still held (exponential tokenizer)
     fast: bool = True  # FastRunner; False: GPT.forward with model.KVCache (the reference path)
     grammar: bool = True  # keep the note grammar (generation/grammar.py); exact for the exponential tokenizer
     max_note_seconds: float | None = DEFAULT_MAX_NOTE_SECONDS  # longest note; None: no limit
@@ -192,6 +198,27 @@ def window_time(ids: torch.Tensor, time_units: torch.Tensor, reset_id: int | Non
 # --- the decoding loop ------------------------------------------------------------------------------
 
 
+def carried_window(history: torch.Tensor, n_prefix: int, keep: int, tokenizer: MidiTokenizer) -> torch.Tensor:
+    """The ``keep`` ids a continuation slides to: the conditioning prefix, the ``VELOCITY NOTE_ON``
+    pairs of the notes held across the cut (at the new window's time zero), then the latest ids.
+
+    Without the restated pairs the model cannot see that those keys are down, and holds them until the
+    note limit. The cut is placed so that the pairs and the latest ids fill ``keep`` exactly; at most
+    half of the room goes to held notes (the most recent ones)."""
+    ids = history.cpu().numpy()
+    room = keep - n_prefix
+    cut = len(ids) - room
+    held = np.zeros(0, np.int64)
+    for _ in range(4):  # the held notes depend on the cut and the cut on their number: settle both
+        held = held_note_tokens(tokenizer, ids[n_prefix:cut])[-2 * (room // 4) :]
+        settled = len(ids) - (room - len(held))
+        if settled == cut:
+            break
+        cut = settled
+    window = np.concatenate([ids[:n_prefix], held, ids[len(ids) - (room - len(held)) :]])
+    return torch.as_tensor(window, device=history.device)
+
+
 @torch.inference_mode()
 def sample_ids(
     model: GPT,
@@ -241,10 +268,16 @@ def sample_ids(
         grammar.start(prompt.cpu().numpy())
     runner = runner_for(model, B, config.fast)  # ModelRunner for non-gpt2 architectures
 
+    carry = config.carry_held_notes and grammar_support(tokenizer) is None
+
     def window_of(history: torch.Tensor) -> torch.Tensor:
         if history.size(1) < block:
             return history
-        return torch.cat([history[:, :n_prefix], history[:, history.size(1) - (keep - n_prefix) :]], dim=1)
+        if not carry:
+            return torch.cat(
+                [history[:, :n_prefix], history[:, history.size(1) - (keep - n_prefix) :]], dim=1
+            )
+        return torch.stack([carried_window(row, n_prefix, keep, tokenizer) for row in history])
 
     def prime(window: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         time = window_time(window, tables.time_units, tables.genai_id)

@@ -127,20 +127,36 @@ class NoteGrammar:
         return torch.from_numpy(mask).to(self.device)
 
 
+def sounding_note_starts(tokenizer: MidiTokenizer, ids: np.ndarray) -> np.ndarray:
+    """Positions in ``ids`` of the ``NOTE_ON`` of each note still sounding at its end, oldest first
+    (exponential tokenizer ids)."""
+    on = np.isin(ids, tokenizer.note_on_ids)
+    events = np.flatnonzero(on | np.isin(ids, tokenizer.note_off_ids))
+    pitch_of = np.zeros(tokenizer.vocab_size, np.int64)
+    pitch_of[tokenizer.note_on_ids] = pitch_of[tokenizer.note_off_ids] = np.arange(len(tokenizer.note_on_ids))
+    # The last event of each pitch says whether it still sounds.
+    latest = events[::-1]
+    _, first = np.unique(pitch_of[ids[latest]], return_index=True)
+    last = latest[first]
+    return np.sort(last[on[last]])
+
+
+def held_note_tokens(tokenizer: MidiTokenizer, ids) -> np.ndarray:
+    """The ``VELOCITY NOTE_ON`` pairs of the notes still sounding at the end of ``ids``, oldest first.
+
+    A continuation that slides past its context window drops the start of notes that are still held;
+    putting these pairs at the start of the new window tells the model those keys are down, so it can
+    end them (empty where the grammar is off)."""
+    if grammar_support(tokenizer) is not None:
+        return np.zeros(0, np.int64)
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    starts = sounding_note_starts(tokenizer, ids)
+    starts = starts[(starts > 0) & np.isin(ids[np.maximum(starts - 1, 0)], tokenizer.velocity_ids)]
+    return np.stack([ids[starts - 1], ids[starts]], axis=1).reshape(-1)
+
+
 def open_notes(tokenizer: MidiTokenizer, ids) -> int | None:
     """How many notes are still sounding at the end of ``ids`` (None where the grammar is off)."""
     if grammar_support(tokenizer) is not None:
         return None
-    ids = np.asarray(ids, np.int64).reshape(-1)
-    on = np.isin(ids, tokenizer.note_on_ids)
-    off = np.isin(ids, tokenizer.note_off_ids)
-    pitch_of = np.zeros(tokenizer.vocab_size, np.int64)
-    pitch_of[tokenizer.note_on_ids] = pitch_of[tokenizer.note_off_ids] = np.arange(len(tokenizer.note_on_ids))
-    sounding = np.zeros(len(tokenizer.note_on_ids), bool)
-    events = np.flatnonzero(on | off)
-    last = {}
-    for position in events.tolist():  # the last event of each pitch says whether it still sounds
-        last[int(pitch_of[ids[position]])] = bool(on[position])
-    for pitch, is_on in last.items():
-        sounding[pitch] = is_on
-    return int(sounding.sum())
+    return len(sounding_note_starts(tokenizer, np.asarray(ids, np.int64).reshape(-1)))
