@@ -15,7 +15,7 @@ from piano_gpt.generation.runner import FastRunner, ModelRunner, runner_for
 from piano_gpt.model import GPT, GPTConfig, KVCache, swiglu_hidden
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
 from piano_gpt.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint
-from piano_gpt.train.config import ConfigError, model_preset, validate_config
+from piano_gpt.train.config import ConfigError, model_preset, optimizer_for, validate_config
 from piano_gpt.train.loop import train
 from piano_gpt.train.optimizers import MuonAdamW, build_optimizer, muon_parameters
 
@@ -176,10 +176,20 @@ def config(tmp_path, *overrides):
 
 
 def test_optimizer_name_is_validated(tmp_path):
-    with pytest.raises(ConfigError, match="optimizer.name=sgd: use one of adamw, muon"):
+    with pytest.raises(ConfigError, match="optimizer.name=sgd: use one of auto, adamw, muon"):
         validate_config(config(tmp_path, "optimizer.name=sgd", "run_name=x"))
     with pytest.raises(ConfigError, match="model mlp='relu'"):
         validate_config(config(tmp_path, "model.mlp=relu", "run_name=x"))
+
+
+def test_new_runs_default_to_the_piano_recipe_and_gpt2_keeps_the_original(tmp_path):
+    with initialize_config_dir(config_dir=CONFIGS, version_base=None):
+        default = compose(config_name="gpt2_pretraining")
+    assert default.model.architecture == "piano" and default.optimizer.name == "auto"
+    assert optimizer_for("auto", "piano", sharded=False) == "muon"
+    assert optimizer_for("auto", "gpt2", sharded=False) == "adamw"  # model=gpt2_* is the original recipe
+    assert optimizer_for("auto", "piano", sharded=True) == "adamw"  # Muon does not shard under FSDP
+    assert optimizer_for("adamw", "piano", sharded=False) == "adamw"
 
 
 def test_train_piano_demo_with_muon_resumes_exactly(tmp_path):

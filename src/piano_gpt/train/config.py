@@ -27,7 +27,15 @@ def fail(message: str) -> None:
 
 
 DATASET_TYPES = ("demo", "maestro", "hf")
-OPTIMIZERS = ("adamw", "muon")  # built by piano_gpt.train.optimizers.build_optimizer
+OPTIMIZERS = ("auto", "adamw", "muon")  # built by piano_gpt.train.optimizers.build_optimizer
+
+
+def optimizer_for(name: str, architecture: str, sharded: bool) -> str:
+    """The optimizer ``optimizer.name`` picks: ``auto`` is Muon for the piano family (its measured recipe,
+    bench/RESULTS.md) and AdamW for ``gpt2_*`` (the original recipe) and under FSDP (Muon does not shard)."""
+    if name != "auto":
+        return name
+    return "muon" if architecture == "piano" and not sharded else "adamw"
 
 
 def _integer(cfg: DictConfig, key: str, minimum: int, meaning: str) -> int:
@@ -95,11 +103,12 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
             f"optimizer.gradient_accumulation_steps={opt.gradient_accumulation_steps} must be a multiple of "
             f"the {world} processes (it is the global number of micro-batches per step)"
         )
-    name = opt.get("name", "adamw")
+    name = opt.get("name", "auto")
     if name not in OPTIMIZERS:
         fail(f"optimizer.name={name}: use one of {', '.join(OPTIMIZERS)}")
-    if name == "muon":
+    if name in ("muon", "auto"):
         _number(cfg, "optimizer.muon_lr", 1e-12, "a positive learning rate")
+    if name == "muon":
         if cfg.system.get("fsdp", False):
             fail("optimizer.name=muon does not shard: use system.fsdp=false (DDP) or optimizer.name=adamw")
     _number(cfg, "lr.learning_rate", 1e-12, "a positive learning rate")

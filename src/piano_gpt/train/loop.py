@@ -44,7 +44,13 @@ from piano_gpt.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from piano_gpt.train.config import build_tokenizer, model_checkpoint, task_names, validate_config
+from piano_gpt.train.config import (
+    build_tokenizer,
+    model_checkpoint,
+    optimizer_for,
+    task_names,
+    validate_config,
+)
 from piano_gpt.train.optimizers import build_optimizer
 
 
@@ -224,9 +230,10 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         from piano_gpt.train import sharding
 
         sharding.shard_model(model)  # before the optimizer: it must hold the sharded parameters
+    optimizer_name = optimizer_for(cfg.optimizer.get("name", "auto"), model.config.architecture, fsdp)
     optimizer = build_optimizer(
         model,
-        cfg.optimizer.get("name", "adamw"),
+        optimizer_name,
         cfg.lr.learning_rate,
         cfg.optimizer.weight_decay,
         (cfg.optimizer.beta1, cfg.optimizer.beta2),
@@ -234,6 +241,11 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         muon_lr=cfg.optimizer.get("muon_lr", 0.02),
         muon_weight_decay=cfg.optimizer.get("muon_weight_decay", 0.0),
     )
+    if master and cfg.optimizer.get("name", "auto") == "auto":
+        print(
+            f"optimizer: {optimizer_name} (optimizer.name=auto, a {model.config.architecture} model)",
+            flush=True,
+        )
 
     # ---- resume ------------------------------------------------------------------------------------
     iter_num, best_val_loss, tokens_seen = 0, float("inf"), 0
