@@ -119,12 +119,12 @@ def run(cfg: DictConfig) -> list[str]:
 
 
 def store_generations(generations: list[Generation], checkpoint: str, prompt_path, database_url) -> str:
-    from piano_gpt.store import GenerationStore
+    from piano_gpt.commands.generations import open_store
     from piano_gpt.store.generations import generation_items, save_generations
 
     source = {"path": str(prompt_path)} if prompt_path else None
     title = Path(prompt_path).stem if prompt_path else None
-    with GenerationStore(database_url) as store:
+    with open_store(database_url) as store:
         ids = save_generations(store, checkpoint, generation_items(generations), title, source)
         where = store.url.render_as_string(hide_password=True)
     return f"saved generation(s) {', '.join(map(str, ids))} in {where}"
