@@ -29,6 +29,7 @@ import pandas as pd
 from piano_gpt.data.demo import DEMO_CORPUS_PATH
 from piano_gpt.data.task_datasets import rebase
 from piano_gpt.generation import generate_samples, task_samples
+from piano_gpt.generation.conditioning import known_tokens
 from piano_gpt.midi import (
     PIANO_PITCH_RANGE,
     MidiReadError,
@@ -120,9 +121,7 @@ def load_model(path: str | os.PathLike, device: str | None = None):
 
 def composer_tokens(tokenizer) -> list[str]:
     """The composer tokens a tokenizer knows (``<COMPOSER_...>``), for the composer selector."""
-    return [
-        t for t in getattr(tokenizer, "special_tokens", None) or tokenizer.vocab if t.startswith("<COMPOSER_")
-    ]
+    return known_tokens(tokenizer, "<COMPOSER_")
 
 
 # --- datasets ------------------------------------------------------------------------------------
