@@ -224,3 +224,21 @@ def test_saved_generations_page_browses_and_replays(tmp_path, monkeypatch):
 
     at.sidebar.text_input(key="database_url").set_value("nosuchdb://x").run()
     assert not at.exception and any("cannot open the generation store" in e.value for e in at.error)
+
+
+def test_generate_checks_the_store_before_generating(tmp_path, monkeypatch):
+    from piano_gpt.commands.base import CommandError
+
+    monkeypatch.chdir(tmp_path)
+    tiny_checkpoint(tmp_path / "ckpt")
+    write_notes(PROMPT, tmp_path / "in.mid")
+    cfg = generate_config(
+        checkpoint_path="ckpt",
+        prompt_path="in.mid",
+        output_path="out.mid",
+        store="true",
+        database_url="nosuchdb://x",
+    )
+    with pytest.raises(CommandError, match="cannot open the generation store nosuchdb://x"):
+        run_generate(cfg)
+    assert not (tmp_path / "out.mid").exists()

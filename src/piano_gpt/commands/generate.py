@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from piano_gpt.audio import write_wav
 from piano_gpt.commands.base import hydra_command, sampling_options
+from piano_gpt.commands.generations import check_store, open_store
 from piano_gpt.common import pick_device
 from piano_gpt.generation import (
     Generation,
@@ -55,6 +56,8 @@ def memorisation_index(cfg: DictConfig, checkpoint_config: CheckpointConfig, tok
 
 
 def run(cfg: DictConfig) -> list[str]:
+    if cfg.get("store"):  # a store that cannot be opened fails now, not after the generation
+        check_store(cfg.get("database_url"))
     model, tokenizer, saved = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
     checkpoint_config = CheckpointConfig.from_json(saved)
     prompt = read_notes(cfg.prompt_path) if cfg.prompt_path else None
@@ -119,7 +122,6 @@ def run(cfg: DictConfig) -> list[str]:
 
 
 def store_generations(generations: list[Generation], checkpoint: str, prompt_path, database_url) -> str:
-    from piano_gpt.commands.generations import open_store
     from piano_gpt.store.generations import generation_items, save_generations
 
     source = {"path": str(prompt_path)} if prompt_path else None

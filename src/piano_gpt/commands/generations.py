@@ -38,6 +38,12 @@ def open_store(database_url: str | None) -> Iterator:
         yield store
 
 
+def check_store(database_url: str | None) -> None:
+    """Open (and migrate) the store once: a command checks it before it starts working."""
+    with open_store(database_url):
+        pass
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url", default=None, help="store URL (default: $PIANO_GPT_DATABASE_URL or SQLite)"
