@@ -59,6 +59,11 @@ def test_write_wav_with_a_soundfont_through_fluidsynth(chord, tmp_path, monkeypa
     loud = np.abs(samples).max(axis=0)
     assert loud[int(0.05 * rate) : int(1.9 * rate)].max() > 0.1  # it sounds while the notes play
     assert loud[-10:].max() < 0.01  # and fades out at the cut
+    # An A4 sounds at 440 Hz.
+    write_wav(make_notes([69], [100], [0.0], [1.0]), tmp_path / "a4.wav")
+    a4, rate = read_wav(tmp_path / "a4.wav")
+    spectrum = np.abs(np.fft.rfft(a4[0][: rate // 2]))
+    assert np.fft.rfftfreq(rate // 2, 1 / rate)[np.argmax(spectrum)] == pytest.approx(440, abs=5)
     # A file that is not a SoundFont is refused (fluidsynth would quietly use its default font).
     fake = tmp_path / "fake.sf2"
     fake.write_bytes(b"RIFF\0\0\0\0WAVE")

@@ -255,9 +255,10 @@ def synthesize_soundfont(
 
 
 def _render_fluidsynth(notes: pd.DataFrame, soundfont: Path, sample_rate: int) -> np.ndarray:
-    """The ``fluidsynth`` program renders a temporary MIDI file into a temporary WAV: (2, n) float32."""
+    """The ``fluidsynth`` program renders a temporary MIDI file into raw float samples: (2, n) float32
+    (floats, so loud chords are scaled down by :func:`_normalise` instead of clipped)."""
     with tempfile.TemporaryDirectory(prefix="piano_gpt_audio_") as folder:
-        midi_path, wav_path = Path(folder) / "notes.mid", Path(folder) / "notes.wav"
+        midi_path, raw_path = Path(folder) / "notes.mid", Path(folder) / "notes.raw"
         midi_path.write_bytes(midi_bytes(notes))
         command = [
             fluidsynth_program() or "fluidsynth",
@@ -265,20 +266,28 @@ def _render_fluidsynth(notes: pd.DataFrame, soundfont: Path, sample_rate: int) -
             "-i",
             "-q",
             "-g",
-            "0.6",
+            "1.0",
             "-r",
             str(sample_rate),
         ]
-        command += ["-F", str(wav_path), "-T", "wav", "-O", "s16", str(soundfont), str(midi_path)]
+        command += [
+            "-F",
+            str(raw_path),
+            "-T",
+            "raw",
+            "-O",
+            "float",
+            "-E",
+            "little",
+            str(soundfont),
+            str(midi_path),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT_SECONDS)
-        if done.returncode != 0 or not wav_path.is_file():
+        if done.returncode != 0 or not raw_path.is_file():
             detail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
             raise RuntimeError(f"fluidsynth failed (exit {done.returncode}): {detail}")
-        with wave.open(str(wav_path)) as handle:
-            channels, frames = handle.getnchannels(), handle.readframes(handle.getnframes())
-    pcm = np.frombuffer(frames, "<i2").astype(np.float32) / 32767.0
-    audio = pcm.reshape(-1, channels).T
-    return np.repeat(audio, 2, axis=0) if channels == 1 else audio[:2]
+        samples = np.fromfile(raw_path, dtype="<f4")
+    return samples[: len(samples) // 2 * 2].reshape(-1, 2).T.copy()
 
 
 def render_wav(
