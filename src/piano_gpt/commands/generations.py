@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 
 from piano_gpt.commands.base import CommandError
@@ -26,6 +27,7 @@ def open_store(database_url: str | None) -> Iterator:
 
     from piano_gpt.store import GenerationStore, resolve_url
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Hydra logs INFO: no migration chatter
     try:
         store = GenerationStore(database_url)
     except (ArgumentError, OperationalError, ValueError) as error:
