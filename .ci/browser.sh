@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the dashboard browser test and the SoundFont audio need, when missing:
-# chromium + chromium-driver (tests/test_dashboards_browser.py) and fluid-soundfont-gm
-# (/usr/share/sounds/sf2/FluidR3_GM.sf2 for piano_gpt.audio). Idempotent; never fails the build:
+# chromium + chromium-driver (tests/test_dashboards_browser.py), fluid-soundfont-gm
+# (/usr/share/sounds/sf2/FluidR3_GM.sf2 for piano_gpt.audio) and fluidsynth (the program that renders
+# it where symusic's synthesizer cannot). Idempotent; never fails the build:
 # without apt (or root) it says so and exits 0, and the browser test then skips with a reason.
 set -u
 
@@ -9,9 +10,10 @@ missing=()
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromedriver ] || missing+=(chromium-driver)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
+command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "browser.sh: chromium, chromedriver and the GM SoundFont are already installed"
+    echo "browser.sh: chromium, chromedriver, the GM SoundFont and fluidsynth are already installed"
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

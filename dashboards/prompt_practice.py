@@ -5,7 +5,9 @@
 Checkpoints are the directories holding ``manifest.json`` under the runs folder (sidebar; default
 ``$PIANO_GPT_RUNS`` or ``tmp/runs``), newest first. The prompt is a record of a dataset (the
 embedded demo corpus by default) or an uploaded MIDI file (at most 5 MB, parsed in memory), cut by
-note index or seconds, transposed and re-timed. The logic lives in ``piano_gpt.dashboard_logic``.
+note index or seconds, transposed and re-timed. What it generates is saved in the generation store
+(``$PIANO_GPT_DATABASE_URL``, else tmp/piano_gpt.sqlite; browse it with
+``dashboards/saved_generations.py``). The logic lives in ``piano_gpt.dashboard_logic``.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def settings_form(tokenizer) -> dl.GenerationSettings:
     )
 
 
-def generate(info, prompt, settings):
+def generate(info, prompt, settings, prompt_title=None):
     with st.spinner(f"Loading {info.label}..."):
         model, tokenizer, _ = cached_model(str(info.path), info.modified)
     bar = st.progress(0.0, text="generating...")
@@ -186,6 +188,9 @@ def generate(info, prompt, settings):
     )
     bar.progress(1.0, text=f"done: {len(results)} generation(s)")
     st.session_state["results"] = {"checkpoint": info.label, "settings": settings, "results": results}
+    saved = guarded(dl.save_results, info.path, settings, results, prompt_title)  # the generation store
+    if saved:
+        st.caption(saved)
 
 
 def show_results():
@@ -259,7 +264,7 @@ def main():
     settings = guarded(settings_form, tokenizer)
     ready = info is not None and tokenizer is not None and prompt is not None and settings is not None
     if st.button("Generate", type="primary", disabled=not ready, key="generate"):
-        guarded(generate, info, prompt, settings)
+        guarded(generate, info, prompt, settings, chosen[1] if chosen else None)
     if info is None:
         st.info("Choose a checkpoint in the sidebar to generate.")
     guarded(show_results)

@@ -26,3 +26,58 @@ def maestro_validation_files(maestro_dir) -> list[Path]:
     if not files:
         pytest.skip("no MAESTRO validation files present")
     return files
+
+
+# --- databases of the generation store (tests/test_store.py and the saved-generation tests) -------------
+
+POSTGRES_ENV = "PIANO_GPT_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin():
+    """An engine on the test PostgreSQL database, or a skip saying why there is none.
+
+    Get a URL with ``eval "$(bash .ci/postgres.sh)"``."""
+    import os
+
+    pytest.importorskip("sqlalchemy")
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from piano_gpt.store import get_engine
+
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f'{POSTGRES_ENV} is not set (eval "$(bash .ci/postgres.sh)" provides one)')
+    engine = get_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as error:
+        engine.dispose()
+        shown = make_url(url).render_as_string(hide_password=True)
+        pytest.skip(f"PostgreSQL at {shown} is unreachable: {str(error).splitlines()[0]}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """URL of an empty database: a fresh SQLite file, or a fresh PostgreSQL schema (search_path)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite'}"
+        return
+    import uuid
+
+    from sqlalchemy.schema import CreateSchema, DropSchema
+
+    admin = request.getfixturevalue("postgres_admin")
+    schema = f"test_store_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as connection:
+        connection.execute(CreateSchema(schema))
+    url = admin.url.update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(DropSchema(schema, cascade=True))

@@ -36,6 +36,12 @@ def tiny_checkpoint(root: Path, name: str = "tiny-last", task_tokens: bool = Fal
     return save_checkpoint(root / name, model, tokenizer)
 
 
+@pytest.fixture(autouse=True)
+def store_in_tmp(tmp_path, monkeypatch):
+    """Prompt practice saves what it generates: into a database of the test's own, not tmp/ of the checkout."""
+    monkeypatch.setenv("PIANO_GPT_DATABASE_URL", f"sqlite:///{tmp_path / 'generations.sqlite'}")
+
+
 @pytest.fixture(scope="module")
 def dataset():
     """(kind, path) the dashboards open with; skipped when neither the demo corpus nor MAESTRO is here."""

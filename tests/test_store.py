@@ -1,14 +1,13 @@
 """Generation store (piano_gpt.store) on SQLite and, when $PIANO_GPT_TEST_POSTGRES_URL is set, PostgreSQL.
 
 Get a PostgreSQL URL with ``eval "$(bash .ci/postgres.sh)"``. Each PostgreSQL test works in a schema of
-its own (dropped afterwards), each SQLite test in a file under tmp_path.
+its own (dropped afterwards), each SQLite test in a file under tmp_path (fixtures ``db_url`` and
+``postgres_admin``: tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -21,9 +20,7 @@ pytest.importorskip("alembic")
 
 from alembic.autogenerate import compare_metadata  # noqa: E402
 from alembic.runtime.migration import MigrationContext  # noqa: E402
-from sqlalchemy import func, inspect, make_url, select  # noqa: E402
-from sqlalchemy.exc import OperationalError  # noqa: E402
-from sqlalchemy.schema import CreateSchema, DropSchema  # noqa: E402
+from sqlalchemy import func, inspect, select  # noqa: E402
 
 from piano_gpt.midi import empty_notes, make_notes  # noqa: E402
 from piano_gpt.store import (  # noqa: E402
@@ -41,47 +38,10 @@ from piano_gpt.store import (  # noqa: E402
     upgrade_database,
 )
 
-POSTGRES_ENV = "PIANO_GPT_TEST_POSTGRES_URL"
 STORE_TABLES = {"models", "generation_settings", "prompts", "generations"}
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="session")
-def postgres_admin():
-    """An engine on the test PostgreSQL database, or a skip saying why there is none."""
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f'{POSTGRES_ENV} is not set (eval "$(bash .ci/postgres.sh)" provides one)')
-    engine = get_engine(url, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect():
-            pass
-    except OperationalError as error:
-        engine.dispose()
-        shown = make_url(url).render_as_string(hide_password=True)
-        pytest.skip(f"PostgreSQL at {shown} is unreachable: {str(error).splitlines()[0]}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> str:
-    """URL of an empty database: a fresh SQLite file, or a fresh PostgreSQL schema (search_path)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.sqlite'}"
-        return
-    admin = request.getfixturevalue("postgres_admin")
-    schema = f"test_store_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.execute(CreateSchema(schema))
-    url = admin.url.update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(DropSchema(schema, cascade=True))
-
-
 @pytest.fixture
 def store(db_url):
     with GenerationStore(db_url) as opened:

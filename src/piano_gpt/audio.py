@@ -4,9 +4,10 @@
 
 1. ``"soundfont"``: a General MIDI SoundFont on local disk (``$PIANO_GPT_SOUNDFONT``, then the
    standard Debian/Ubuntu/Fedora/Arch/Homebrew places, e.g. ``/usr/share/sounds/sf2/FluidR3_GM.sf2``
-   from the Debian package ``fluid-soundfont-gm``) played through symusic's built-in synthesizer
-   (``symusic.Synthesizer``, prestosynth) on program 0, acoustic grand piano. symusic's
-   ``BuiltInSF3`` is never used: it downloads its SoundFont at run time.
+   from the Debian package ``fluid-soundfont-gm``) played on program 0, acoustic grand piano, by
+   symusic's built-in synthesizer (``symusic.Synthesizer``, prestosynth) or, where that cannot
+   render, by the ``fluidsynth`` program (Debian package ``fluidsynth``), run on a temporary MIDI
+   file. symusic's ``BuiltInSF3`` is never used: it downloads its SoundFont at run time.
 2. ``"numpy"``: a small additive piano-like synthesizer in pure numpy that always works: each note
    is a sum of (slightly inharmonic) partials with a fast attack and an exponential decay that is
    quicker for higher partials and higher pitches, a damper release after the note's end, velocity
@@ -14,9 +15,10 @@
    but it makes every rhythm, voicing and dynamic audible without any file or extra package.
 
 ``backend="auto"`` (the default) tries the SoundFont first and falls back to numpy when no SoundFont
-is found or symusic's synthesizer cannot render (symusic 0.6.0 wheels, for one, ship a
-``Synthesizer.render`` that raises ``TypeError`` on every call); :func:`audio_backend` says which one
-``auto`` uses and why. Output: 16-bit PCM WAV, mono for numpy, stereo for the SoundFont.
+is found or neither symusic's synthesizer nor fluidsynth can render it (symusic 0.6.0 wheels, for
+one, ship a ``Synthesizer.render`` that raises ``TypeError`` on every call); :func:`audio_backend`
+says which one ``auto`` uses and why. Output: 16-bit PCM WAV, mono for numpy, stereo for the
+SoundFont.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from __future__ import annotations
 import functools
 import io
 import os
+import shutil
+import subprocess
+import tempfile
 import wave
 from pathlib import Path
 
@@ -49,6 +54,8 @@ SOUNDFONT_PATHS = (
 MAX_RENDER_SECONDS = 600.0  # longer tables are cut: a dashboard should not hang on a whole recital
 NOTE_TAIL_SECONDS = 4.0  # the numpy synth lets a held note ring at most this long
 RELEASE_SECONDS = 0.12
+SOUNDFONT_TAIL_SECONDS = 1.0  # a SoundFont render is cut this long after the last note ends
+FLUIDSYNTH_TIMEOUT_SECONDS = 300
 
 
 def find_soundfont() -> Path | None:
@@ -78,26 +85,74 @@ def _synthesizer(path: str, sample_rate: int):
     return synth
 
 
-def soundfont_problem(path: str | os.PathLike | None = None, sample_rate: int = 22050) -> str | None:
-    """Why the SoundFont renderer cannot be used (None when it can)."""
-    path = Path(path) if path is not None else find_soundfont()
-    if path is None:
-        return f"no General MIDI SoundFont found (set {SOUNDFONT_ENV} or apt-get install fluid-soundfont-gm)"
+@functools.lru_cache(maxsize=8)  # loading a 140 MB SoundFont to learn it fails is slow: once per font
+def _symusic_problem(path: Path, sample_rate: int) -> str | None:
     try:
         _synthesizer(str(path), int(sample_rate))
-    except Exception as error:  # any failure of the native synthesizer means: use numpy
+    except Exception as error:  # any failure of the native synthesizer means: try the next renderer
         first_line = (str(error).splitlines() or [""])[0][:120]
         return f"symusic's synthesizer fails with {path.name}: {type(error).__name__}: {first_line}"
     return None
 
 
+def _is_soundfont_file(path: Path) -> bool:
+    """A RIFF ``sfbk`` file (.sf2 and .sf3): fluidsynth renders anything else with its default font."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+    except OSError:
+        return False
+    return header[:4] == b"RIFF" and header[8:12] == b"sfbk"
+
+
+def fluidsynth_program() -> str | None:
+    """The ``fluidsynth`` program on PATH (None when it is not installed)."""
+    return shutil.which("fluidsynth")
+
+
+@functools.lru_cache(maxsize=1)
+def _fluidsynth_version(program: str) -> str:
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    words = (out.splitlines() or [""])[0].split()
+    return words[-1] if words else ""
+
+
+def soundfont_renderer(
+    path: str | os.PathLike | None = None, sample_rate: int = 22050
+) -> tuple[str | None, str]:
+    """(renderer, why) for a SoundFont: ``"symusic"`` or ``"fluidsynth"``, or (None, the problem)."""
+    path = Path(path) if path is not None else find_soundfont()
+    if path is None:
+        return None, (
+            f"no General MIDI SoundFont found (set {SOUNDFONT_ENV} or apt-get install fluid-soundfont-gm)"
+        )
+    symusic_problem = _symusic_problem(path, sample_rate)
+    if symusic_problem is None:
+        return "symusic", f"SoundFont {path} via symusic"
+    program = fluidsynth_program()
+    if program is None:
+        return None, f"{symusic_problem}; no fluidsynth program (apt-get install fluidsynth)"
+    if not _is_soundfont_file(path):
+        return None, f"{symusic_problem}; {path} is not a SoundFont (no RIFF sfbk header) for fluidsynth"
+    version = _fluidsynth_version(program)
+    return "fluidsynth", f"SoundFont {path} via fluidsynth {version}".rstrip()
+
+
+def soundfont_problem(path: str | os.PathLike | None = None, sample_rate: int = 22050) -> str | None:
+    """Why the SoundFont renderer cannot be used (None when it can)."""
+    renderer, why = soundfont_renderer(path, sample_rate)
+    return None if renderer is not None else why
+
+
 def audio_backend(sample_rate: int = 22050) -> tuple[str, str]:
     """(backend, description) that ``render_wav(backend="auto")`` uses on this machine."""
-    path = find_soundfont()
-    problem = soundfont_problem(path, sample_rate)
-    if problem is None:
-        return "soundfont", f"SoundFont {path} via symusic"
-    return "numpy", f"built-in numpy piano synthesizer ({problem})"
+    renderer, why = soundfont_renderer(find_soundfont(), sample_rate)
+    if renderer is not None:
+        return "soundfont", why
+    return "numpy", f"built-in numpy piano synthesizer ({why})"
 
 
 def _clip_notes(notes: pd.DataFrame, max_seconds: float) -> pd.DataFrame:
@@ -177,12 +232,62 @@ def synthesize_numpy(notes: pd.DataFrame, sample_rate: int = 22050) -> np.ndarra
 def synthesize_soundfont(
     notes: pd.DataFrame, soundfont: str | os.PathLike, sample_rate: int = 22050
 ) -> np.ndarray:
-    """Stereo float32 samples ``(2, n)`` rendered by symusic from a local SoundFont (piano program)."""
-    synth = _synthesizer(str(soundfont), int(sample_rate))
+    """Stereo float32 samples ``(2, n)`` of ``notes`` on a local SoundFont (piano program), rendered by
+    symusic or, where symusic cannot, by fluidsynth; cut :data:`SOUNDFONT_TAIL_SECONDS` after the end."""
     if len(notes) == 0:
         return np.zeros((2, int(0.1 * sample_rate)), np.float32)
-    audio = np.asarray(synth.render(notes_to_score(notes), True), dtype=np.float32)
+    renderer, why = soundfont_renderer(soundfont, sample_rate)
+    if renderer == "symusic":
+        audio = np.asarray(
+            _synthesizer(str(soundfont), int(sample_rate)).render(notes_to_score(notes), True), np.float32
+        )
+    elif renderer == "fluidsynth":
+        audio = _render_fluidsynth(notes, Path(soundfont), int(sample_rate))
+    else:
+        raise RuntimeError(why)
+    frames = int((float(notes["end"].max()) + SOUNDFONT_TAIL_SECONDS) * sample_rate)
+    audio = audio[:, :frames]
+    if audio.shape[1] < frames:
+        audio = np.pad(audio, ((0, 0), (0, frames - audio.shape[1])))
+    fade = min(int(0.05 * sample_rate), frames)  # no click where the reverb tail is cut
+    audio[:, frames - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
     return _normalise(audio)
+
+
+def _render_fluidsynth(notes: pd.DataFrame, soundfont: Path, sample_rate: int) -> np.ndarray:
+    """The ``fluidsynth`` program renders a temporary MIDI file into raw float samples: (2, n) float32
+    (floats, so loud chords are scaled down by :func:`_normalise` instead of clipped)."""
+    with tempfile.TemporaryDirectory(prefix="piano_gpt_audio_") as folder:
+        midi_path, raw_path = Path(folder) / "notes.mid", Path(folder) / "notes.raw"
+        midi_path.write_bytes(midi_bytes(notes))
+        command = [
+            fluidsynth_program() or "fluidsynth",
+            "-n",
+            "-i",
+            "-q",
+            "-g",
+            "1.0",
+            "-r",
+            str(sample_rate),
+        ]
+        command += [
+            "-F",
+            str(raw_path),
+            "-T",
+            "raw",
+            "-O",
+            "float",
+            "-E",
+            "little",
+            str(soundfont),
+            str(midi_path),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=FLUIDSYNTH_TIMEOUT_SECONDS)
+        if done.returncode != 0 or not raw_path.is_file():
+            detail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+            raise RuntimeError(f"fluidsynth failed (exit {done.returncode}): {detail}")
+        samples = np.fromfile(raw_path, dtype="<f4")
+    return samples[: len(samples) // 2 * 2].reshape(-1, 2).T.copy()
 
 
 def render_wav(
@@ -195,7 +300,7 @@ def render_wav(
 ) -> bytes:
     """Render ``notes`` to WAV bytes (and write them to ``path`` when given).
 
-    ``backend``: ``"auto"`` (SoundFont when one is found and symusic can render it, else numpy),
+    ``backend``: ``"auto"`` (SoundFont when one is found and symusic or fluidsynth can render it, else numpy),
     ``"soundfont"`` (error when unavailable) or ``"numpy"``. ``soundfont`` overrides the search.
     Notes starting after ``max_seconds`` are left out.
     """
@@ -220,6 +325,14 @@ def render_wav(
     return data
 
 
+def write_wav(notes: pd.DataFrame, path: str | os.PathLike, sample_rate: int = 22050) -> str:
+    """Render ``notes`` into the WAV file ``path`` as ``render_wav`` does; returns which renderer it
+    used, in words (for a command's log line)."""
+    backend, description = audio_backend(sample_rate)
+    render_wav(notes, path, sample_rate=sample_rate, backend=backend)
+    return description
+
+
 def midi_bytes(notes: pd.DataFrame) -> bytes:
     """A standard MIDI file of ``notes`` (one piano track, as ``piano_gpt.midi.write_notes``), in memory."""
     return bytes(notes_to_score(notes).dumps_midi())
@@ -230,10 +343,13 @@ __all__ = [
     "SOUNDFONT_PATHS",
     "audio_backend",
     "find_soundfont",
+    "fluidsynth_program",
     "midi_bytes",
     "render_wav",
     "soundfont_problem",
+    "soundfont_renderer",
     "synthesize_numpy",
     "synthesize_soundfont",
     "wav_bytes",
+    "write_wav",
 ]

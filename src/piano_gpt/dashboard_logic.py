@@ -5,7 +5,10 @@
   ``task_samples``);
 - ``dashboards/piano_dataset_review.py``: :func:`load_dataset_items`, :func:`items_table`,
   :func:`note_stats`, :func:`velocity_histogram`, :func:`token_table`, :func:`roundtrip_check`,
-  :func:`task_split`.
+  :func:`task_split`;
+- saved generations (``piano_gpt.store``): :func:`save_results` (prompt practice saves what it
+  generates), :func:`open_store`, :func:`saved_table`, :func:`saved_parts`
+  (``dashboards/saved_generations.py``).
 
 Errors meant for the user are :class:`DashboardError` (a ``ValueError``) with a readable message.
 """
@@ -26,6 +29,7 @@ import pandas as pd
 from piano_gpt.data.demo import DEMO_CORPUS_PATH
 from piano_gpt.data.task_datasets import rebase
 from piano_gpt.generation import generate_samples, task_samples
+from piano_gpt.generation.conditioning import known_tokens
 from piano_gpt.midi import (
     PIANO_PITCH_RANGE,
     MidiReadError,
@@ -117,9 +121,7 @@ def load_model(path: str | os.PathLike, device: str | None = None):
 
 def composer_tokens(tokenizer) -> list[str]:
     """The composer tokens a tokenizer knows (``<COMPOSER_...>``), for the composer selector."""
-    return [
-        t for t in getattr(tokenizer, "special_tokens", None) or tokenizer.vocab if t.startswith("<COMPOSER_")
-    ]
+    return known_tokens(tokenizer, "<COMPOSER_")
 
 
 # --- datasets ------------------------------------------------------------------------------------
@@ -413,6 +415,101 @@ def parse_seeds(text: str, limit: int = 8) -> tuple[int, ...]:
     return tuple(unique)
 
 
+# --- saved generations ---------------------------------------------------------------------------
+
+
+def open_store(database_url: str | None = None):
+    """The generation store (``piano_gpt.store.GenerationStore``; default URL: ``$PIANO_GPT_DATABASE_URL``,
+    else the SQLite file tmp/piano_gpt.sqlite); :class:`DashboardError` when it cannot be opened."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from piano_gpt.store import GenerationStore
+
+    try:
+        return GenerationStore(database_url or None)
+    except (SQLAlchemyError, ValueError) as error:
+        first_line = (str(error).splitlines() or [""])[0]
+        raise DashboardError(
+            f"cannot open the generation store {database_url or ''}: {first_line}"
+        ) from error
+
+
+def result_items(results: list[GenerationResult], settings: GenerationSettings) -> list[dict]:
+    """``piano_gpt.store.generations.save_generations`` items of the prompt-practice results."""
+    common = {
+        "mode": settings.mode,
+        "temperature": settings.temperature,
+        "top_k": settings.top_k or None,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens,
+        "composer": settings.composer,
+    }
+    if settings.mode == "task":
+        common.update(task=settings.task, task_seed=settings.task_seed)
+    return [
+        {
+            "notes": result.notes,
+            "prompt": result.prompt,
+            "settings": {**common, "seed": result.seed},
+            "metrics": {"stop_reason": result.stop_reason, "generated_tokens": result.n_tokens},
+        }
+        for result in results
+    ]
+
+
+def save_results(
+    checkpoint_dir: str | os.PathLike,
+    settings: GenerationSettings,
+    results: list[GenerationResult],
+    prompt_title: str | None = None,
+    database_url: str | None = None,
+) -> str:
+    """Save the results of one click in the generation store; returns a caption saying where."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from piano_gpt.store.generations import save_generations
+
+    source = {"dashboard": "prompt_practice"}
+    with open_store(database_url) as store:
+        try:
+            ids = save_generations(
+                store, checkpoint_dir, result_items(results, settings), prompt_title, source
+            )
+        except (SQLAlchemyError, ValueError) as error:
+            raise DashboardError(f"could not save the generations: {error}") from error
+        where = store.url.render_as_string(hide_password=True)
+    return f"saved as generation {', '.join(map(str, ids))} in {where} (browse: piano-gpt dashboard saved_generations)"
+
+
+def saved_table(rows) -> pd.DataFrame:
+    """The browse table of ``GenerationStore.browse`` rows, with a label per row for the selector."""
+    table = pd.DataFrame(
+        {
+            "id": [row.id for row in rows],
+            "saved (UTC)": [row.created_at.strftime("%Y-%m-%d %H:%M") for row in rows],
+            "model": [row.model_name for row in rows],
+            "mode": [row.mode or "" for row in rows],
+            "task": [row.task or "" for row in rows],
+            "prompt": [row.title or "" for row in rows],
+            "notes": [row.note_count for row in rows],
+            "seconds": [round(float(row.duration), 1) for row in rows],
+        }
+    )
+    table["label"] = [
+        f"{row.id}: {row.model_name}, {row.title or 'no prompt'}, {row.note_count} notes" for row in rows
+    ]
+    return table
+
+
+def saved_parts(saved) -> dict[str, pd.DataFrame]:
+    """The parts of a saved generation for a pianoroll: prompt (or a task's source) and generation."""
+    parts = {}
+    if saved.prompt is not None and saved.prompt.notes is not None and len(saved.prompt.notes):
+        parts["source" if saved.settings.get("task") else "prompt"] = saved.prompt.notes
+    parts["generation"] = saved.notes
+    return parts
+
+
 # --- dataset review ------------------------------------------------------------------------------
 
 
@@ -524,10 +621,14 @@ __all__ = [
     "load_dataset_items",
     "load_model",
     "note_stats",
+    "open_store",
     "parse_seeds",
     "read_uploaded_midi",
     "roundtrip_check",
     "run_generation",
+    "save_results",
+    "saved_parts",
+    "saved_table",
     "task_split",
     "token_table",
     "velocity_histogram",

@@ -6,7 +6,9 @@
     piano-gpt download <name> [--repo-id ORG/NAME] [--subfolder S] [--revision R] [--dest DIR]
     piano-gpt download --list [--repo-id ORG/NAME]                     # the checkpoints in the hub repo
     piano-gpt upload [PATH ...] [--repo-id ORG/NAME] [--with-training-state] [--private] [--dry-run]
-    piano-gpt dashboard {prompt_practice,piano_dataset_review} [streamlit arguments ...]
+    piano-gpt dashboard {prompt_practice,piano_dataset_review,saved_generations} [streamlit arguments ...]
+    piano-gpt generations list|show ID|export ID OUT.mid|OUT.wav    # the saved generations (generate store=true)
+    piano-gpt tasks [--set NAME] [--json]                             # the PIANO tasks, families, descriptions
 
 ``scripts/download_model.py`` and ``scripts/upload_models.py`` are this command's ``download`` and
 ``upload``. The hub repo defaults to ``$PIANO_GPT_HUB_REPO`` (else epr-labs/piano-gpt); the token is
@@ -23,9 +25,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from piano_gpt.commands import generations, tasks
 from piano_gpt.commands.base import CommandError
 
-DASHBOARDS = ("prompt_practice", "piano_dataset_review")
+DASHBOARDS = ("prompt_practice", "piano_dataset_review", "saved_generations")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -279,6 +282,8 @@ COMMANDS = {
     "download": (add_download_args, "download a checkpoint from the hub into tmp/checkpoints/hub"),
     "upload": (add_upload_args, "upload checkpoints to the hub"),
     "dashboard": (add_dashboard_args, "run a Streamlit dashboard"),
+    "generations": (generations.add_args, "list, show or export the saved generations (generate store=true)"),
+    "tasks": (tasks.add_args, "list the PIANO tasks: name, family, one-line description"),
 }
 
 

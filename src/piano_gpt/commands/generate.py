@@ -4,7 +4,9 @@ MIDI in, MIDI out: continues the prompt (``mode=continuation``) or performs a PI
 (``mode=task task=NAME``) with a checkpoint, and writes prompt + generation as MIDI whose metadata
 names the settings and the seed. Options: ``configs/generate.yaml``. Prints where each file is, its
 number of notes and, when the checkpoint's training shards are present, how much of the generation is
-copied from the training set.
+copied from the training set. ``output_path=OUT.wav`` also renders it as audio (the MIDI is written
+beside it as OUT.mid); ``store=true`` saves each generation in the generation store
+(``database_url=``, default ``$PIANO_GPT_DATABASE_URL`` or the SQLite file tmp/piano_gpt.sqlite).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from piano_gpt.audio import write_wav
 from piano_gpt.commands.base import hydra_command, sampling_options
+from piano_gpt.commands.generations import check_store, open_store
 from piano_gpt.common import pick_device
 from piano_gpt.generation import (
     Generation,
@@ -52,6 +56,8 @@ def memorisation_index(cfg: DictConfig, checkpoint_config: CheckpointConfig, tok
 
 
 def run(cfg: DictConfig) -> list[str]:
+    if cfg.get("store"):  # a store that cannot be opened fails now, not after the generation
+        check_store(cfg.get("database_url"))
     model, tokenizer, saved = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
     checkpoint_config = CheckpointConfig.from_json(saved)
     prompt = read_notes(cfg.prompt_path) if cfg.prompt_path else None
@@ -101,8 +107,29 @@ def run(cfg: DictConfig) -> list[str]:
     index = memorisation_index(cfg, checkpoint_config, tokenizer)
     lines = []
     for generation, path in zip(generations, output_paths(cfg.output_path, config.seeds)):
-        lines += write_generation(generation, path, index, cfg.checkpoint_path)
+        audio_path = path if path.suffix.lower() == ".wav" else None
+        lines += write_generation(
+            generation, path.with_suffix(".mid") if audio_path else path, index, cfg.checkpoint_path
+        )
+        if audio_path is not None:
+            renderer = write_wav(generation.piece, audio_path, int(cfg.sample_rate))
+            lines.append(f"wrote {audio_path}: audio at {int(cfg.sample_rate)} Hz, {renderer}")
+    if cfg.get("store"):
+        lines.append(
+            store_generations(generations, cfg.checkpoint_path, cfg.prompt_path, cfg.get("database_url"))
+        )
     return lines
+
+
+def store_generations(generations: list[Generation], checkpoint: str, prompt_path, database_url) -> str:
+    from piano_gpt.store.generations import generation_items, save_generations
+
+    source = {"path": str(prompt_path)} if prompt_path else None
+    title = Path(prompt_path).stem if prompt_path else None
+    with open_store(database_url) as store:
+        ids = save_generations(store, checkpoint, generation_items(generations), title, source)
+        where = store.url.render_as_string(hide_password=True)
+    return f"saved generation(s) {', '.join(map(str, ids))} in {where}"
 
 
 def write_generation(

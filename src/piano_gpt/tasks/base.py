@@ -55,7 +55,7 @@ class Task(ABC):
     """One PIANO task.
 
     Attributes: ``name`` (registry name), ``family`` (the task class's name; equal to ``name`` for
-    split tasks), ``kind`` (``"split"`` or ``"masking"``), ``param`` (the ``-x`` parameter of a
+    split tasks; ``group`` is the family a person would name), ``description`` (one line), ``kind`` (``"split"`` or ``"masking"``), ``param`` (the ``-x`` parameter of a
     masking task, else None), ``combine`` (True when source and target together are the input, so a
     generation is merged with the source; False when the target replaces the source: denoising,
     performance).
@@ -66,6 +66,16 @@ class Task(ABC):
     kind: str
     param: int | None = None
     combine: bool = True
+
+    @property
+    def group(self) -> str:
+        """The family a person would name (``pitch split``, ``denoising``, ``top_line_masking``...)."""
+        return self.family
+
+    @property
+    def description(self) -> str:
+        """One line: what the source and the target are."""
+        return ""
 
     @property
     def token(self) -> str:

@@ -158,6 +158,7 @@ class MaskingFamily:
     min_param: int = 1
     max_param: int = MAX_PARAMETER
     alias: str = ""
+    description: str = ""  # one line; "{param}" stands for the parameter
 
     def check(self, param: int) -> int:
         if isinstance(param, bool) or int(param) != param:
@@ -196,27 +197,53 @@ class MaskingTask(SelectionTask):
     def prefix_tokens(self) -> list[str]:
         return [self.token, parameter_token(self.param)]
 
+    @property
+    def group(self) -> str:
+        return self.family
+
+    @property
+    def description(self) -> str:
+        return f"target: {self.masking_family.description.format(param=self.param)}; source: the rest"
+
     def target_mask(self, notes: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
         return self.masking_family.select(notes, self.param, rng)
 
 
-def _family(name: str, select: Selector, default: int, alias: str, min_param: int = 1) -> MaskingFamily:
+def _family(
+    name: str, select: Selector, default: int, alias: str, description: str, min_param: int = 1
+) -> MaskingFamily:
     return MaskingFamily(
-        name=name, token=f"<{name.upper()}>", select=select, default=default, min_param=min_param, alias=alias
+        name=name,
+        token=f"<{name.upper()}>",
+        select=select,
+        default=default,
+        min_param=min_param,
+        alias=alias,
+        description=description,
     )
 
 
+LINE = "highest note sounding in each 0.2 s window"
 MASKING_FAMILY_LIST: list[MaskingFamily] = [
-    _family("top_line_masking", _line_selector(highest=True), 1, "top_line"),
-    _family("bottom_line_masking", _line_selector(highest=False), 1, "bottom_line"),
-    _family("high_notes_masking", _extreme_selector("pitch", largest=True), 5, "high_notes"),
-    _family("low_notes_masking", _extreme_selector("pitch", largest=False), 5, "low_notes"),
-    _family("short_notes_masking", _extreme_selector("duration", largest=False), 5, "short_notes"),
-    _family("long_notes_masking", _extreme_selector("duration", largest=True), 5, "long_notes"),
-    _family("stride_notes_masking", _stride, 2, "stride"),
-    _family("chord_masking", _chord, 3, "chord", min_param=2),
-    _family("random_masking", _random, 50, "random"),
-    _family("linear_random_masking", _band_selector(band=False), 50, "linear_random"),
-    _family("band_random_masking", _band_selector(band=True), 50, "band_random"),
-]
+    _family("top_line_masking", _line_selector(highest=True), 1, "top_line", f"the top {{param}} line(s) (the {LINE})"),
+    _family("bottom_line_masking", _line_selector(highest=False), 1, "bottom_line",
+            f"the bottom {{param}} line(s) (the {LINE.replace('highest', 'lowest')})"),
+    _family("high_notes_masking", _extreme_selector("pitch", largest=True), 5, "high_notes",
+            "the {param} highest notes"),
+    _family("low_notes_masking", _extreme_selector("pitch", largest=False), 5, "low_notes",
+            "the {param} lowest notes"),
+    _family("short_notes_masking", _extreme_selector("duration", largest=False), 5, "short_notes",
+            "the {param} shortest notes"),
+    _family("long_notes_masking", _extreme_selector("duration", largest=True), 5, "long_notes",
+            "the {param} longest notes"),
+    _family("stride_notes_masking", _stride, 2, "stride",
+            "every other run of {param} notes (keep {param}, mask {param}, in note order)"),
+    _family("chord_masking", _chord, 3, "chord", "every chord of at least {param} notes (onsets within 15 ms)",
+            min_param=2),
+    _family("random_masking", _random, 50, "random", "{param}% of the notes, at random"),
+    _family("linear_random_masking", _band_selector(band=False), 50, "linear_random",
+            "{param}% of the notes near a random line in the (time, pitch) plane"),
+    _family("band_random_masking", _band_selector(band=True), 50, "band_random",
+            "{param}% of the notes in a random band of the (time, pitch) plane"),
+]  # fmt: skip
 MASKING_FAMILIES: dict[str, MaskingFamily] = {family.name: family for family in MASKING_FAMILY_LIST}

@@ -48,6 +48,25 @@ class QuantileSplit(SelectionTask):
     def family(self) -> str:
         return self.name
 
+    @property
+    def group(self) -> str:
+        return f"{self.column} split"
+
+    @property
+    def description(self) -> str:
+        low, high = _quantile_name(self.low), _quantile_name(self.high)
+        if self.low is not None and self.high is not None:
+            where = (
+                f"between the fragment's {low} and {high}"
+                if self.inside
+                else f"below the fragment's {low} or at or above its {high}"
+            )
+        elif self.low is not None:
+            where = f"at or above the fragment's {low}" if self.inside else f"below the fragment's {low}"
+        else:
+            where = f"below the fragment's {high}" if self.inside else f"at or above the fragment's {high}"
+        return f"target: the notes with {self.column} {where}; source: the rest"
+
     def target_mask(self, notes: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
         values = notes[self.column].to_numpy(np.float64)
         if len(values) == 0:
@@ -75,6 +94,16 @@ class Denoising(Task):
     @property
     def family(self) -> str:
         return self.name
+
+    @property
+    def group(self) -> str:
+        return "denoising"
+
+    @property
+    def description(self) -> str:
+        kinds = [k for k, on in [("velocity", self.velocity), ("pitch", self.pitch), ("onset", self.start),
+                                 ("duration", self.duration)] if on]  # fmt: skip
+        return f"source: the notes with Gaussian {', '.join(kinds)} noise; target: the clean notes"
 
     def add_noise(self, notes: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
         n = len(notes)
@@ -113,10 +142,25 @@ class PerformanceTask(Task):
     def family(self) -> str:
         return self.name
 
+    @property
+    def group(self) -> str:
+        return "performance"
+
+    @property
+    def description(self) -> str:
+        return (
+            f"source: the notes as a plain score ({self.step} s apart, velocity {self.velocity}); "
+            "target: the real performance"
+        )
+
     def split(self, notes: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
         start = np.arange(len(notes)) * self.step
         score = make_notes(notes["pitch"], np.full(len(notes), self.velocity), start, start + self.step)
         return score, notes
+
+
+def _quantile_name(level: float | None) -> str:
+    return {0.25: "lower quartile", 0.5: "median", 0.75: "upper quartile"}.get(level, f"{level} quantile")
 
 
 def _quantile_pair(name_above: str, name_below: str, column: str, level: float) -> list[Task]:
