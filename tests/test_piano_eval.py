@@ -261,3 +261,20 @@ def test_command_lines(checkpoints, shards_dir, tmp_path):
         text=True,
     )
     assert missing.returncode == 2 and "checkpoint_path=DIR" in missing.stderr
+
+
+def test_piano_eval_fits_the_window_to_a_small_context_or_refuses(checkpoints, shards_dir, tmp_path):
+    """Issue 15.3: a 192-token model at the old default of 128 notes per window ended every sample
+    prompt_too_long and printed F1 0 without a word. By default the window now fits the model; a value
+    that cannot fit is refused, naming what to set."""
+    results = evaluate_checkpoint(
+        checkpoints[0], TASKS, 2, "validation", "demo", seed=0, out_dir=tmp_path / "fit", n_plots=0,
+        shards_dir=shards_dir,
+    )  # fmt: skip
+    notes = results["settings"]["notes_per_sample"]
+    assert 8 <= notes < 128
+    for entry in results["tasks"].values():
+        assert "prompt_too_long" not in entry["stop_reasons"]
+        assert all(row["n_source"] + row["n_target"] <= notes for row in entry["samples"])
+    with pytest.raises(EvaluationError, match=r"notes_per_sample=128: .* set notes_per_sample<=\d+"):
+        run_eval(checkpoints[0], shards_dir, tmp_path / "refused", notes_per_sample=128)

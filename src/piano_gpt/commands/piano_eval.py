@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> None:
         seed=int(cfg.seed),
         out_dir=cfg.out_dir,
         device=str(cfg.device),
-        notes_per_sample=int(cfg.notes_per_sample),
+        notes_per_sample=None if cfg.notes_per_sample is None else int(cfg.notes_per_sample),
         budget_factor=float(cfg.budget_factor),
         **sampling_options(cfg),
         n_plots=int(cfg.n_plots),
