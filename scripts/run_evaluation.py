@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--notes-per-sample",
         type=int,
         default=None,
-        help="notes in each sample's window (default: evaluate_checkpoint's, 128; smaller for short-context models)",
+        help="notes in each sample's window (default: fitted to the model's context, at most 128)",
     )
     parser.add_argument("--n-plots", type=int, default=2, help="pianorolls per model (default: 2)")
     return parser
