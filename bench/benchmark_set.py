@@ -1,7 +1,7 @@
 """Reference results of a frozen PIANO set: export it, then score the two baselines on it.
 
-    python bench/benchmark_set.py                                   # MAESTRO test, piano_default, 10 per task
-    python bench/benchmark_set.py --n-samples 50 --out tmp/bench/maestro-test-50
+    python bench/benchmark_set.py                                   # MAESTRO test, piano_default, 50 per task
+    python bench/benchmark_set.py --n-samples 10 --out tmp/bench/maestro-test-10
 
 The same as ``piano-gpt benchmark export ...`` followed by ``piano-gpt benchmark score`` of a baseline's
 predictions; here the baselines are scored without writing prediction files. Prints a markdown block
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--maestro", default=str(MAESTRO), help="the MAESTRO folder")
     parser.add_argument("--split", default="test")
     parser.add_argument("--tasks", default="piano_default")
-    parser.add_argument("--n-samples", type=int, default=10, help="samples per task")
+    parser.add_argument("--n-samples", type=int, default=50, help="samples per task (default 50)")
     parser.add_argument("--notes-per-sample", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="tmp/bench/maestro-test", help="where the set is written")
