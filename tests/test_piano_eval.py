@@ -242,11 +242,14 @@ def test_command_lines(checkpoints, shards_dir, tmp_path):
     out = tmp_path / "cli"
     command = [
         sys.executable, "-m", "piano_gpt.piano_eval", f"init_from={checkpoints[0]}", "tasks=top_line_masking-x2",
-        "n_samples=1", "notes_per_sample=16", "n_plots=0", f"shards_dir={shards_dir}", f"out_dir={out}",
+        "n_samples=1", "n_plots=0", f"shards_dir={shards_dir}", f"out_dir={out}",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert list(json.loads((out / "results.json").read_text())["tasks"]) == ["top_line_masking-x2"]
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["tasks"]) == ["top_line_masking-x2"]
+    assert saved["settings"]["notes_per_sample"] < 128  # null in the config: fitted to the model
+    assert "fitted to the model" in done.stdout
     command = [
         sys.executable, "-m", "piano_gpt.eval", f"init_from={checkpoints[0]}", "max_records=2",
         f"shards_dir={shards_dir}", f"out_path={tmp_path / 'loss.json'}",

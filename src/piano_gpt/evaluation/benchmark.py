@@ -553,8 +553,8 @@ def predict_set(
     if baseline is not None:
         if baseline not in BASELINES:
             raise EvaluationError(f"baseline {baseline!r}: use one of {', '.join(BASELINES)}")
-        for s in samples:  # the baselines see only what a system sees: the source and the target's size
-            s.target = make_notes(*([np.zeros(s.n_target_notes)] * 4))
+        for s in samples:  # a baseline sees what a system sees: the source and the target's outline
+            s.target = s.sample.target
         made = baseline_predictions(samples)[baseline]
     else:
         import torch
