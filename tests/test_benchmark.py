@@ -88,6 +88,12 @@ def test_scoring_baseline_and_model_files_gives_piano_evals_numbers(
     scores = score_set(demo_set, path, name="system", out_dir=tmp_path / "model-scores")
     for task in TASKS:
         assert scores["tasks"][task]["methods"]["system"] == reference["tasks"][task]["methods"]["model"]
+    # piano_eval on the exported set: the same numbers as on the samples it drew itself
+    on_set = evaluate_checkpoint(checkpoint, out_dir=tmp_path / "on-set", n_plots=1, set_dir=demo_set)
+    assert on_set["set"]["content_hash"] == load_set(demo_set)[0]["content_hash"]
+    for task in TASKS:
+        for key in ("methods", "loss", "stop_reasons"):
+            assert on_set["tasks"][task][key] == reference["tasks"][task][key]
 
 
 def maestro_folder(root, pitch_shift=0):

@@ -1,8 +1,9 @@
 """python -m piano_gpt.piano_eval checkpoint_path=DIR [tasks=SET|TASK] [n_samples=N] [split=validation|test] [dataset=...]
 
 The PIANO benchmark of a checkpoint against two baselines on the same samples (``init_from=DIR`` works
-as in the original README). ``tasks=`` takes a task set (``piano_default``, ``piano_legacy``, ...), a
-task name (``above_median_prediction``, ``top_line_masking-x1``) or a list (``tasks=[a,b]``).
+as in the original README; ``set_dir=DIR`` evaluates on an exported benchmark set). ``tasks=`` takes a
+task set (``piano_default``, ``piano_legacy``, ...), a task name (``above_median_prediction``,
+``top_line_masking-x1``) or a list (``tasks=[a,b]``).
 Options: ``configs/piano_eval.yaml``; the library: ``piano_gpt.evaluation.piano_eval``.
 """
 
@@ -55,6 +56,7 @@ def run(cfg: DictConfig) -> None:
         n_plots=int(cfg.n_plots),
         shards_dir=str(cfg.shards_dir),
         progress=True,
+        set_dir=cfg.get("set_dir"),
     )
     print(results_markdown(results))
     print(f"results: {results['out_dir']}")

@@ -34,7 +34,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -343,7 +343,7 @@ def dataset_card(manifest: dict, dataset_cfg: dict) -> str:
 
 @dataclass
 class SetSample:
-    """One sample of a loaded set (the scorer's sample interface; ``target`` empty unless loaded)."""
+    """One sample of a loaded set (the scorer's sample interface; ``target`` None unless loaded)."""
 
     sample_id: str
     task_name: str
@@ -356,19 +356,25 @@ class SetSample:
     target_end: float
     window_end: float
     info: dict
-    target: pd.DataFrame = field(default_factory=empty_notes)
+    source_info: dict
+    target: pd.DataFrame | None = None  # the hidden truth, when loaded
+
+    @property
+    def record(self) -> int:
+        return self.info["record"]
 
     @property
     def sample(self) -> TaskSample:
-        """The TaskSample a model's prompt is built from: the source, and a stand-in target with the
-        true number of notes and time span (all the prompt states about the target)."""
-        n = self.n_target_notes
-        outline = make_notes(
-            np.zeros(n), np.zeros(n), np.full(n, self.target_start), np.full(n, self.target_end)
-        )
+        """The TaskSample a model's prompt is built from: the source, and the target when loaded, else
+        a stand-in with the true number of notes and time span (all the prompt states about it)."""
+        target = self.target if self.target is not None else self.target_outline()
         task = get_task(self.task_name)
-        return TaskSample(
-            prefix_tokens=task.prefix_tokens, source=self.source, target=outline, task=task.name
+        return TaskSample(prefix_tokens=task.prefix_tokens, source=self.source, target=target, task=task.name)
+
+    def target_outline(self) -> pd.DataFrame:
+        n = self.n_target_notes
+        return make_notes(
+            np.zeros(n), np.zeros(n), np.full(n, self.target_start), np.full(n, self.target_end)
         )
 
 
@@ -420,10 +426,20 @@ def load_set(
                     "title": source_info.get("title"),
                     "composer": source_info.get("composer"),
                 },
-                target=targets.get(row["sample_id"], empty_notes()),
+                source_info=source_info,
+                target=targets.get(row["sample_id"]),
             )
         )
     return manifest, samples
+
+
+def set_samples_by_task(set_dir: str | Path) -> tuple[dict, dict[str, list[SetSample]]]:
+    """(manifest, {task: samples}) of a set with its targets: what ``piano_eval`` evaluates."""
+    manifest, samples = load_set(set_dir, with_targets=True)
+    by_task: dict[str, list[SetSample]] = {}
+    for sample in samples:
+        by_task.setdefault(sample.task_name, []).append(sample)
+    return manifest, by_task
 
 
 # --- predictions ------------------------------------------------------------------------------------
@@ -554,7 +570,7 @@ def predict_set(
         if baseline not in BASELINES:
             raise EvaluationError(f"baseline {baseline!r}: use one of {', '.join(BASELINES)}")
         for s in samples:  # a baseline sees what a system sees: the source and the target's outline
-            s.target = s.sample.target
+            s.target = s.target_outline()
         made = baseline_predictions(samples)[baseline]
     else:
         import torch
@@ -645,5 +661,6 @@ __all__ = [
     "predict_set",
     "read_predictions",
     "score_set",
+    "set_samples_by_task",
     "write_predictions",
 ]

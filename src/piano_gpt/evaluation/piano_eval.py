@@ -394,6 +394,7 @@ def evaluate_checkpoint(
     n_plots: int = 4,
     shards_dir: str | Path = "tmp/shards",
     progress: bool = False,
+    set_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate a checkpoint and both baselines on ``n_samples`` samples of each task; returns the
     results (see the module docstring) and writes results.json, results.md and the pictures into
@@ -402,27 +403,46 @@ def evaluate_checkpoint(
     ``tasks``: a task set name (``piano_default``), a task name, or a list of either;
     ``dataset_cfg``: a dataset config (dict), or for compatibility its name (``demo``, ``maestro``:
     ``piano_gpt.configs.dataset_config``); None: demo. ``notes_per_sample``: None fits the window to
-    the model's context (:func:`fit_notes_per_sample`; a value that cannot fit raises)."""
+    the model's context (:func:`fit_notes_per_sample`; a value that cannot fit raises).
+    ``set_dir``: a benchmark set (``piano-gpt benchmark export``) whose samples, tasks, split, seed and
+    window are used instead of drawing them (``tasks``, ``n_samples``, ``split``, ``dataset_cfg``,
+    ``seed`` and ``notes_per_sample`` are then not used)."""
     from piano_gpt.train.checkpoint import load_checkpoint
 
+    frozen = None
+    if set_dir is not None:
+        from piano_gpt.evaluation.benchmark import set_samples_by_task  # (benchmark imports this module)
+
+        frozen, samples = set_samples_by_task(set_dir)
+        tasks, split, seed, n_samples = (
+            frozen["tasks"],
+            frozen["split"],
+            frozen["seed"],
+            frozen["n_samples_per_task"],
+        )
+        dataset = {"name": f"set {frozen['source']} ({frozen['content_hash'][:16]})"}
     task_list = as_task_list(tasks)
     device = pick_device(device)
     model, tokenizer, checkpoint_config = load_checkpoint(checkpoint_path, device=device)
     check_task_tokens(tokenizer, task_list, str(checkpoint_path))
-    if dataset_cfg is None or isinstance(dataset_cfg, str):
-        try:
-            dataset = dataset_config(dataset_cfg or "demo")
-        except ValueError as error:
-            raise EvaluationError(str(error)) from error
-    else:
-        dataset = dict(dataset_cfg)
-    shards = open_split(dataset, tokenizer, split, shards_dir)
     block_size = model.config.block_size
-    fitted = fit_notes_per_sample(notes_per_sample, block_size, shards.n_tokens / max(shards.n_notes, 1))
-    if progress and notes_per_sample is None:
-        print(f"notes_per_sample={fitted}: fitted to the model's {block_size}-token context", flush=True)
-    notes_per_sample = fitted
-    samples = eval_samples(shards, task_list, int(n_samples), int(seed), notes_per_sample)
+    if frozen is not None:
+        notes_per_sample = frozen["notes_per_sample"]
+    else:
+        if dataset_cfg is None or isinstance(dataset_cfg, str):
+            try:
+                dataset = dataset_config(dataset_cfg or "demo")
+            except ValueError as error:
+                raise EvaluationError(str(error)) from error
+        else:
+            dataset = dict(dataset_cfg)
+        shards = open_split(dataset, tokenizer, split, shards_dir)
+        tokens_per_note = shards.n_tokens / max(shards.n_notes, 1)
+        fitted = fit_notes_per_sample(notes_per_sample, block_size, tokens_per_note)
+        if progress and notes_per_sample is None:
+            print(f"notes_per_sample={fitted}: fitted to the model's {block_size}-token context", flush=True)
+        notes_per_sample = fitted
+        samples = eval_samples(shards, task_list, int(n_samples), int(seed), notes_per_sample)
     torch.manual_seed(int(seed))
     per_task, generations = evaluate_samples(
         samples, model, tokenizer, budget_factor, temperature, top_k, top_p, progress
@@ -448,6 +468,8 @@ def evaluate_checkpoint(
         "tasks": per_task,
         "overall": overall(per_task),
     }
+    if frozen is not None:
+        results["set"] = {"path": str(set_dir), "content_hash": frozen["content_hash"]}
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint_path, split)
     write_results(results, out_dir, samples, generations, n_plots)
     results["out_dir"] = str(out_dir)
