@@ -216,3 +216,14 @@ def test_benchmark_command_lines(demo_set, tmp_path, capsys):
     assert len(error.splitlines()) == 1 and "nope" in error and "predictions must be" in error
     assert cli_main(["benchmark", "export", "--source", "maestro", "--out", str(tmp_path / "x")]) == 1
     assert "--path" in capsys.readouterr().err
+
+
+def test_a_set_whose_prompts_do_not_fit_the_model_is_refused_with_what_to_set(checkpoint, tmp_path):
+    """Issue 15.3 for frozen sets: 128-note windows in a 192-token model would all score F1 0."""
+    wide = tmp_path / "wide"
+    export_set(wide, DEMO, "validation", TASKS, n_samples=2, seed=0, notes_per_sample=128)
+    message = r"4 of 4 prompts are longer than the model's context \(192 tokens\).*--notes-per-sample \d+"
+    with pytest.raises(EvaluationError, match=message):
+        predict_set(wide, tmp_path / "p.parquet", checkpoint=checkpoint)
+    with pytest.raises(EvaluationError, match=message):
+        evaluate_checkpoint(checkpoint, out_dir=tmp_path / "e", n_plots=0, set_dir=wide)

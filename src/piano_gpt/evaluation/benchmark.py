@@ -577,6 +577,7 @@ def predict_set(
 
         from piano_gpt.common import pick_device
         from piano_gpt.evaluation.piano_eval import (
+            check_prompts_fit,
             check_task_tokens,
             model_generation,
             warn_prompts_too_long,
@@ -585,6 +586,7 @@ def predict_set(
 
         model, tokenizer, _ = load_checkpoint(checkpoint, device=pick_device(device))
         check_task_tokens(tokenizer, as_task_list(manifest["tasks"]), str(checkpoint))
+        check_prompts_fit(tokenizer, samples, model.config.block_size)
         torch.manual_seed(int(manifest["seed"]))
         made = {}
         for k, s in enumerate(samples):

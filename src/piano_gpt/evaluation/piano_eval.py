@@ -292,6 +292,20 @@ def warn_prompts_too_long(stops: Counter, n_samples: int, block_size: int) -> No
         )
 
 
+def check_prompts_fit(tokenizer: MidiTokenizer, items: list, block_size: int) -> None:
+    """Refuse samples (a frozen set's, whose window cannot be refitted) when more than a quarter of their
+    prompts are longer than the model's context: they would score as empty generations."""
+    lengths = [len(build_task_prompt(tokenizer, item.sample)) for item in items]
+    too_long = sum(length > block_size for length in lengths)
+    if too_long * 4 > len(items):
+        tokens_per_note = sum(lengths) / max(sum(len(item.source) for item in items), 1)
+        fits = int(FIT_MARGIN * (block_size - TASK_OVERHEAD_TOKENS) / tokens_per_note)
+        raise EvaluationError(
+            f"{too_long} of {len(items)} prompts are longer than the model's context ({block_size} tokens): "
+            f"use a set of shorter windows (piano-gpt benchmark export --notes-per-sample {fits})"
+        )
+
+
 def check_task_tokens(tokenizer: MidiTokenizer, tasks: list[Task], checkpoint: str) -> None:
     from piano_gpt.tasks import task_special_tokens
 
@@ -428,6 +442,7 @@ def evaluate_checkpoint(
     block_size = model.config.block_size
     if frozen is not None:
         notes_per_sample = frozen["notes_per_sample"]
+        check_prompts_fit(tokenizer, [item for items in samples.values() for item in items], block_size)
     else:
         if dataset_cfg is None or isinstance(dataset_cfg, str):
             try:
