@@ -189,12 +189,19 @@ def test_parquet_predictions_one_row_per_note_and_bad_rows(demo_set, tmp_path):
     bad = pd.DataFrame(
         {"sample_id": [ids[1]], "pitch": [300], "velocity": [60], "start": [0.0], "end": [1.0]}
     )
+    n = 20_001  # a runaway prediction
+    huge = pd.DataFrame(
+        {"sample_id": ids[2], "pitch": [60] * n, "velocity": [60] * n, "start": 0.0, "end": 1.0}
+    )
     path = tmp_path / "long.parquet"
-    pd.concat([rows, bad]).to_parquet(path)
+    pd.concat([rows, bad, huge]).to_parquet(path)
     found, problems = read_predictions(path, ids)
     assert found[ids[0]].equals(notes)
-    assert problems["unreadable"] == {ids[1]: "pitch outside 0..127"}
-    assert problems["missing"] == ids[2:]
+    assert problems["unreadable"] == {
+        ids[1]: "pitch outside 0..127",
+        ids[2]: "20001 notes, more than the 20000 scored",
+    }
+    assert problems["missing"] == ids[3:]
 
 
 def test_benchmark_command_lines(demo_set, tmp_path, capsys):

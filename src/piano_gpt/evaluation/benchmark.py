@@ -60,6 +60,8 @@ TARGETS_FILE = "targets.parquet"
 MANIFEST_FILE = "set.json"
 CARD_FILE = "README.md"
 MIDI_SUFFIXES = (".mid", ".midi")
+# The note F1 matcher holds |target| x |prediction| pairs: a runaway prediction is refused, not scored.
+MAX_PREDICTED_NOTES = 20_000
 NO_NOTES = "contains no notes"  # read_notes' problem for a MIDI file without notes
 
 NOTES_TYPE = pa.struct(
@@ -480,6 +482,8 @@ def read_predictions(path: str | Path, sample_ids: list[str]) -> tuple[dict[str,
         raise FileNotFoundError(
             f"{path}: predictions must be a folder of <sample_id>.mid files or a .parquet file"
         )
+    for sid in [sid for sid, notes in found.items() if len(notes) > MAX_PREDICTED_NOTES]:
+        unreadable[sid] = f"{len(found.pop(sid))} notes, more than the {MAX_PREDICTED_NOTES} scored"
     problems = {
         "missing": [sid for sid in sample_ids if sid not in found and sid not in unreadable],
         "unreadable": {sid: unreadable[sid] for sid in sample_ids if sid in unreadable},
