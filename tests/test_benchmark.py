@@ -234,3 +234,29 @@ def test_a_set_whose_prompts_do_not_fit_the_model_is_refused_with_what_to_set(ch
         predict_set(wide, tmp_path / "p.parquet", checkpoint=checkpoint)
     with pytest.raises(EvaluationError, match=message):
         evaluate_checkpoint(checkpoint, out_dir=tmp_path / "e", n_plots=0, set_dir=wide)
+
+
+def crash_on_crash_files(item, tokenizer=None):
+    """A prediction reader whose parser kills its process on files named crash*: a native crash."""
+    import os
+
+    from piano_gpt.evaluation.benchmark import read_prediction
+
+    if "crash" in item.path:
+        os._exit(1)
+    return read_prediction(item)
+
+
+def test_a_prediction_file_that_crashes_the_parser_costs_only_itself(tmp_path):
+    from piano_gpt.data.shards import map_midi_files
+
+    notes = make_notes([60, 64], [70, 80], [0.0, 0.5], [0.4, 1.0])
+    paths = [tmp_path / name for name in ("a.mid", "crash.mid", "c.mid")]
+    for path in paths:
+        write_notes(notes, path)
+    results = dict(map_midi_files(paths, crash_on_crash_files))
+    assert results[str(paths[1])] == f"{paths[1]}: the MIDI parser crashed the worker process"
+    for path in (paths[0], paths[2]):  # times as MIDI ticks hold them
+        read = results[str(path)]
+        assert read["pitch"].tolist() == [60, 64] and read["velocity"].tolist() == [70, 80]
+        assert np.allclose(read[["start", "end"]].to_numpy(), notes[["start", "end"]].to_numpy(), atol=1e-3)

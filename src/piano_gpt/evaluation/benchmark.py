@@ -42,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from piano_gpt.data.shards import map_midi_files
 from piano_gpt.evaluation.baselines import BASELINES
 from piano_gpt.evaluation.piano_eval import (
     DEFAULT_NOTES_PER_SAMPLE,
@@ -466,16 +467,12 @@ def read_predictions(path: str | Path, sample_ids: list[str]) -> tuple[dict[str,
                 files[file.stem] = file
             elif file.is_file():
                 unknown.append(file.name)
-        for sid, file in files.items():
-            try:
-                found[sid] = checked_notes(read_notes(file))
-            except MidiReadError as error:
-                if error.problem == NO_NOTES:  # a valid file that predicts nothing: an empty prediction
-                    found[sid] = empty_notes()
-                else:
-                    unreadable[sid] = error.problem
-            except (ValueError, OSError) as error:
-                unreadable[sid] = str(error)
+        by_path = {str(file): sid for sid, file in files.items()}
+        for file, result in map_midi_files(list(files.values()), read_prediction, "reading predictions"):
+            if isinstance(result, str):
+                unreadable[by_path[file]] = result
+            else:
+                found[by_path[file]] = result
     elif path.is_file() and path.suffix == ".parquet":
         found, unreadable, unknown = _parquet_predictions(path, wanted)
     else:
@@ -491,6 +488,17 @@ def read_predictions(path: str | Path, sample_ids: list[str]) -> tuple[dict[str,
         "unknown": sorted(unknown),
     }
     return found, problems
+
+
+def read_prediction(item, tokenizer=None):
+    """The notes of one predicted MIDI file (run in a worker process), or why they cannot be scored."""
+    try:
+        return checked_notes(read_notes(item.path))
+    except MidiReadError as error:
+        # A valid file that predicts nothing is an empty prediction, not an unreadable one.
+        return empty_notes() if error.problem == NO_NOTES else error.problem
+    except (ValueError, OSError) as error:
+        return str(error)
 
 
 def _parquet_predictions(path: Path, wanted: set[str]):
