@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--notes-per-sample",
         type=int,
         default=None,
-        help="notes in each sample's window (default: evaluate_checkpoint's, 128; smaller for short-context models)",
+        help="notes in each sample's window (default: fitted to the first model's context, at most 128)",
     )
     parser.add_argument("--n-plots", type=int, default=2, help="pianorolls per model (default: 2)")
     return parser
@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         except (CheckpointError, ValueError) as error:  # EvaluationError is a ValueError
             print(f"run_evaluation.py: error: {label}: {error}", file=sys.stderr)
             return 1
+        if args.notes_per_sample is None:  # every model sees the same samples: the first one's window
+            args.notes_per_sample = results[label]["settings"]["notes_per_sample"]
     comparison = compare(results)
     files = write_comparison(comparison, out_dir)
     print(comparison_markdown(comparison))

@@ -242,11 +242,14 @@ def test_command_lines(checkpoints, shards_dir, tmp_path):
     out = tmp_path / "cli"
     command = [
         sys.executable, "-m", "piano_gpt.piano_eval", f"init_from={checkpoints[0]}", "tasks=top_line_masking-x2",
-        "n_samples=1", "notes_per_sample=16", "n_plots=0", f"shards_dir={shards_dir}", f"out_dir={out}",
+        "n_samples=1", "n_plots=0", f"shards_dir={shards_dir}", f"out_dir={out}",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert list(json.loads((out / "results.json").read_text())["tasks"]) == ["top_line_masking-x2"]
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["tasks"]) == ["top_line_masking-x2"]
+    assert saved["settings"]["notes_per_sample"] < 128  # null in the config: fitted to the model
+    assert "fitted to the model" in done.stdout
     command = [
         sys.executable, "-m", "piano_gpt.eval", f"init_from={checkpoints[0]}", "max_records=2",
         f"shards_dir={shards_dir}", f"out_path={tmp_path / 'loss.json'}",
@@ -261,3 +264,20 @@ def test_command_lines(checkpoints, shards_dir, tmp_path):
         text=True,
     )
     assert missing.returncode == 2 and "checkpoint_path=DIR" in missing.stderr
+
+
+def test_piano_eval_fits_the_window_to_a_small_context_or_refuses(checkpoints, shards_dir, tmp_path):
+    """Issue 15.3: a 192-token model at the old default of 128 notes per window ended every sample
+    prompt_too_long and printed F1 0 without a word. By default the window now fits the model; a value
+    that cannot fit is refused, naming what to set."""
+    results = evaluate_checkpoint(
+        checkpoints[0], TASKS, 2, "validation", "demo", seed=0, out_dir=tmp_path / "fit", n_plots=0,
+        shards_dir=shards_dir,
+    )  # fmt: skip
+    notes = results["settings"]["notes_per_sample"]
+    assert 8 <= notes < 128
+    for entry in results["tasks"].values():
+        assert "prompt_too_long" not in entry["stop_reasons"]
+        assert all(row["n_source"] + row["n_target"] <= notes for row in entry["samples"])
+    with pytest.raises(EvaluationError, match=r"notes_per_sample=128: .* set notes_per_sample<=\d+"):
+        run_eval(checkpoints[0], shards_dir, tmp_path / "refused", notes_per_sample=128)

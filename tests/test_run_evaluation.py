@@ -32,11 +32,11 @@ def script():
     return load_script()
 
 
-def tiny_checkpoint(path: Path, seed: int) -> Path:
+def tiny_checkpoint(path: Path, seed: int, block_size: int = 128) -> Path:
     torch.manual_seed(seed)
     tok = ExponentialTimeTokenizer()
     add_task_tokens(tok)
-    model = GPT(GPTConfig(block_size=128, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
+    model = GPT(GPTConfig(block_size=block_size, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32))
     return save_checkpoint(path, model, tok, training={"iter_num": seed, "tokens_seen": 100 * seed})
 
 
@@ -104,3 +104,18 @@ def test_usage_errors(script, tmp_path, capsys):
     argv = [str(plain), "cpu", "--tasks", TASK, "--n-samples", "1", "--out-dir", str(tmp_path / "o")]
     assert script.main(argv + ["--shards-dir", str(tmp_path / "shards")]) == 1
     assert "task tokens" in capsys.readouterr().err
+
+
+def test_models_of_different_contexts_get_one_fitted_window(script, tmp_path):
+    """Without --notes-per-sample the window is fitted to the first model's context and kept for the
+    others, so both see the same samples (fitted per model they would not)."""
+    a = tiny_checkpoint(tmp_path / "a-best", seed=1, block_size=96)
+    b = tiny_checkpoint(tmp_path / "b-best", seed=2, block_size=192)
+    out = tmp_path / "compare"
+    argv = [f"{a},{b}", "cpu", "--tasks", TASK, "--n-samples", "1", "--out-dir", str(out)]
+    assert script.main([*argv, "--shards-dir", str(tmp_path / "shards"), "--n-plots", "0"]) == 0
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["same_samples"] is True
+    results = [json.loads((out / m / "results.json").read_text()) for m in ("a-best", "b-best")]
+    windows = {r["settings"]["notes_per_sample"] for r in results}
+    assert len(windows) == 1 and windows.pop() < 128

@@ -9,6 +9,7 @@
     piano-gpt dashboard {prompt_practice,piano_dataset_review,saved_generations} [streamlit arguments ...]
     piano-gpt generations list|show ID|export ID OUT.mid|OUT.wav    # the saved generations (generate store=true)
     piano-gpt tasks [--set NAME] [--json]                             # the PIANO tasks, families, descriptions
+    piano-gpt benchmark export|predict|score ...   # a frozen PIANO set; any system's predictions scored
 
 ``scripts/download_model.py`` and ``scripts/upload_models.py`` are this command's ``download`` and
 ``upload``. The hub repo defaults to ``$PIANO_GPT_HUB_REPO`` (else epr-labs/piano-gpt); the token is
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from piano_gpt.commands import generations, tasks
 from piano_gpt.commands.base import CommandError
+from piano_gpt.commands.benchmark import add_benchmark_args
 
 DASHBOARDS = ("prompt_practice", "piano_dataset_review", "saved_generations")
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -284,6 +286,10 @@ COMMANDS = {
     "dashboard": (add_dashboard_args, "run a Streamlit dashboard"),
     "generations": (generations.add_args, "list, show or export the saved generations (generate store=true)"),
     "tasks": (tasks.add_args, "list the PIANO tasks: name, family, one-line description"),
+    "benchmark": (
+        add_benchmark_args,
+        "export a frozen PIANO benchmark set, predict for it, score predictions",
+    ),
 }
 
 

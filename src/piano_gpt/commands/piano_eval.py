@@ -1,8 +1,9 @@
 """python -m piano_gpt.piano_eval checkpoint_path=DIR [tasks=SET|TASK] [n_samples=N] [split=validation|test] [dataset=...]
 
 The PIANO benchmark of a checkpoint against two baselines on the same samples (``init_from=DIR`` works
-as in the original README). ``tasks=`` takes a task set (``piano_default``, ``piano_legacy``, ...), a
-task name (``above_median_prediction``, ``top_line_masking-x1``) or a list (``tasks=[a,b]``).
+as in the original README; ``set_dir=DIR`` evaluates on an exported benchmark set). ``tasks=`` takes a
+task set (``piano_default``, ``piano_legacy``, ...), a task name (``above_median_prediction``,
+``top_line_masking-x1``) or a list (``tasks=[a,b]``).
 Options: ``configs/piano_eval.yaml``; the library: ``piano_gpt.evaluation.piano_eval``.
 """
 
@@ -49,12 +50,13 @@ def run(cfg: DictConfig) -> None:
         seed=int(cfg.seed),
         out_dir=cfg.out_dir,
         device=str(cfg.device),
-        notes_per_sample=int(cfg.notes_per_sample),
+        notes_per_sample=None if cfg.notes_per_sample is None else int(cfg.notes_per_sample),
         budget_factor=float(cfg.budget_factor),
         **sampling_options(cfg),
         n_plots=int(cfg.n_plots),
         shards_dir=str(cfg.shards_dir),
         progress=True,
+        set_dir=cfg.get("set_dir"),
     )
     print(results_markdown(results))
     print(f"results: {results['out_dir']}")

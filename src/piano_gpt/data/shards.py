@@ -119,12 +119,12 @@ def _stop_pool(pool: cf.ProcessPoolExecutor, kill: bool) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _isolated(item, tokenizer: MidiTokenizer, timeout: float = ITEM_TIMEOUT):
+def _isolated(item, tokenizer: MidiTokenizer, timeout: float = ITEM_TIMEOUT, work=tokenize_item):
     """The result of one item in a fresh one-worker pool; an error string if that worker dies or hangs."""
     pool = _pool(1, tokenizer)
     kill = True
     try:
-        result = pool.submit(tokenize_item, item).result(timeout=timeout)
+        result = pool.submit(work, item).result(timeout=timeout)
         kill = False
         return result
     except cf.TimeoutError:
@@ -138,8 +138,16 @@ def _isolated(item, tokenizer: MidiTokenizer, timeout: float = ITEM_TIMEOUT):
         _stop_pool(pool, kill)
 
 
-def _map_items(items, tokenizer: MidiTokenizer, n_workers: int, desc: str, timeout: float = ITEM_TIMEOUT):
-    """Yield (item, result) in order, parsing in worker processes.
+def _map_items(
+    items,
+    tokenizer: MidiTokenizer,
+    n_workers: int,
+    desc: str,
+    timeout: float = ITEM_TIMEOUT,
+    work=tokenize_item,
+):
+    """Yield (item, result) in order, parsing in worker processes (``work(item)``: a top-level function
+    returning a result or an error string; default :func:`tokenize_item`).
 
     MIDI files are always parsed in worker processes (a native parser can crash or hang on a hostile
     file); records alone are worked in-process when ``n_workers <= 1`` or there are few of them.
@@ -153,7 +161,7 @@ def _map_items(items, tokenizer: MidiTokenizer, n_workers: int, desc: str, timeo
     parses_midi = any(isinstance(item, MidiFileItem) for item in items)
     if not parses_midi and (n_workers <= 1 or len(items) < 4):
         for item in items:
-            yield item, tokenize_item(item, tokenizer)
+            yield item, work(item, tokenizer)
             progress.update(1)
         progress.close()
         return
@@ -161,7 +169,7 @@ def _map_items(items, tokenizer: MidiTokenizer, n_workers: int, desc: str, timeo
     i = 0
     while i < len(items):
         pool = _pool(max(1, n_workers), tokenizer)
-        futures = {j: pool.submit(tokenize_item, items[j]) for j in range(i, len(items)) if j not in done}
+        futures = {j: pool.submit(work, items[j]) for j in range(i, len(items)) if j not in done}
         broken = None
         try:
             while i < len(items):
@@ -190,7 +198,7 @@ def _map_items(items, tokenizer: MidiTokenizer, n_workers: int, desc: str, timeo
             _stop_pool(pool, kill=broken is not None or i < len(items))
         if broken:
             # A crash: item i may have caused it or been in flight with the culprit; retry it alone.
-            yield items[i], _isolated(items[i], tokenizer, timeout) if broken == "crash" else broken
+            yield items[i], _isolated(items[i], tokenizer, timeout, work) if broken == "crash" else broken
             progress.update(1)
             i += 1
     progress.close()
@@ -241,6 +249,17 @@ class SplitShards:
     @property
     def n_notes(self) -> int:
         return int(self.index["note_count"].sum())
+
+
+def map_midi_files(paths: list, work, desc: str = "reading MIDI files", timeout: float = ITEM_TIMEOUT):
+    """Yield (path, ``work(MidiFileItem)``) for untrusted MIDI files, each parsed in a worker process: a
+    file that crashes or hangs the parser costs only itself (its result is an error string)."""
+    from piano_gpt.tokenizers import ExponentialTimeTokenizer  # the workers' (unused) tokenizer
+
+    items = [MidiFileItem(str(path), "{}") for path in paths]
+    n_workers = min(os.cpu_count() or 1, max(1, len(items)))
+    for item, result in _map_items(items, ExponentialTimeTokenizer(), n_workers, desc, timeout, work):
+        yield item.path, result
 
 
 def build_split(

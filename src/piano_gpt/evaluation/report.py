@@ -44,14 +44,21 @@ def results_markdown(results: dict) -> str:
     """The markdown report: one table per main metric (rows tasks, columns methods) and the loss."""
     tasks = results["tasks"]
     methods = list(next(iter(tasks.values()))["methods"])
-    lines = [
-        f"# PIANO evaluation: {results['checkpoint']}",
-        "",
+    title = results.get("title") or f"PIANO evaluation: {results['checkpoint']}"
+    description = results.get("description") or (
         f"{results['dataset']} / {results['split']}, {results['n_samples']} samples per task, seed "
         f"{results['seed']}, settings {json.dumps(results['settings'])}. Metrics compare each method's "
-        "notes with the target notes (higher is better); `overall` is the mean over tasks.",
-        "",
-    ]
+        "notes with the target notes (higher is better); `overall` is the mean over tasks."
+    )
+    lines = [f"# {title}", "", description, ""]
+    if results.get("problems"):  # a benchmark set's predictions: what was missing or unreadable
+        problems = results["problems"]
+        lines += ["## predictions: missing, unreadable, empty", ""]
+        for kind in ("missing", "unreadable", "empty", "unknown"):
+            ids = problems.get(kind) or []
+            shown = [f"{i} ({ids[i]})" for i in ids] if isinstance(ids, dict) else list(ids)
+            lines.append(f"- {kind}: {len(ids)}" + (f": {', '.join(shown)}" if shown else ""))
+        lines.append("")
     for metric in results["main_metrics"]:
         rows = [(name, entry["methods"]) for name, entry in tasks.items()]
         rows.append(("**overall**", results["overall"]))
