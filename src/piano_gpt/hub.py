@@ -211,6 +211,38 @@ def download_checkpoint(
     return target
 
 
+def download_original_checkpoint(
+    filename: str,
+    repo_id: str | None = None,
+    subfolder: str | None = None,
+    dest_root: str | os.PathLike | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+) -> Path:
+    """Download an original Piano-GPT ``.pt`` file (``<subfolder>/<filename>`` in the repo, as the
+    original's ``download_model.py`` names them) and convert it (``piano_gpt.train.convert``) into
+    ``<dest_root>/<filename without .pt>``; returns that checkpoint's path. The ``.pt`` stays in
+    huggingface_hub's cache; it is read without running code."""
+    from huggingface_hub import hf_hub_download
+
+    from piano_gpt.train.convert import convert_original_checkpoint
+
+    name = PurePosixPath(str(filename).replace("\\", "/")).name
+    if not name.endswith(".pt") or name in (".pt",):
+        raise HubError(f"{filename!r} is not an original checkpoint file name (NAME.pt)")
+    prefix = _clean_subfolder(subfolder)
+    local = hf_hub_download(
+        repo_id or default_repo_id(),
+        name,
+        subfolder=prefix or None,
+        repo_type="model",
+        revision=revision,
+        token=token,
+    )
+    dest = Path(dest_root) if dest_root is not None else HUB_DOWNLOAD_DIR
+    return convert_original_checkpoint(local, dest / name[: -len(".pt")])
+
+
 # --- upload ---------------------------------------------------------------------------------------------
 
 
@@ -313,6 +345,7 @@ __all__ = [
     "default_repo_id",
     "default_subfolder",
     "download_checkpoint",
+    "download_original_checkpoint",
     "list_remote_checkpoints",
     "remote_path",
     "upload_checkpoint",

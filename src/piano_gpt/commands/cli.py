@@ -7,6 +7,7 @@
     piano-gpt download --list [--repo-id ORG/NAME]                     # the checkpoints in the hub repo
     piano-gpt upload [PATH ...] [--repo-id ORG/NAME] [--with-training-state] [--private] [--dry-run]
     piano-gpt dashboard {prompt_practice,piano_dataset_review} [streamlit arguments ...]
+    piano-gpt convert OLD.pt OUT_DIR    # an original Piano-GPT .pt checkpoint as a checkpoint folder
 
 ``scripts/download_model.py`` and ``scripts/upload_models.py`` are this command's ``download`` and
 ``upload``. The hub repo defaults to ``$PIANO_GPT_HUB_REPO`` (else epr-labs/piano-gpt); the token is
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 from piano_gpt.commands.base import CommandError
+from piano_gpt.commands.convert import add_convert_args
 
 DASHBOARDS = ("prompt_practice", "piano_dataset_review")
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -150,6 +152,16 @@ def download_command(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise CommandError("give the checkpoint's name (or --list to see the repo's checkpoints)")
+    if args.name.endswith(".pt"):  # the original's checkpoints: download, then convert
+        path = hub.download_original_checkpoint(
+            args.name,
+            repo_id=args.repo_id,
+            subfolder=args.subfolder,
+            dest_root=args.dest,
+            revision=args.revision,
+        )
+        print(f"downloaded {args.name} and converted it into {path}")
+        return 0
     path = hub.download_checkpoint(
         args.name, repo_id=args.repo_id, subfolder=args.subfolder, dest_root=args.dest, revision=args.revision
     )
@@ -279,6 +291,7 @@ COMMANDS = {
     "download": (add_download_args, "download a checkpoint from the hub into tmp/checkpoints/hub"),
     "upload": (add_upload_args, "upload checkpoints to the hub"),
     "dashboard": (add_dashboard_args, "run a Streamlit dashboard"),
+    "convert": (add_convert_args, "convert an original Piano-GPT .pt checkpoint into a checkpoint folder"),
 }
 
 
