@@ -26,7 +26,7 @@ from piano_gpt.generation import (
     task_samples,
 )
 from piano_gpt.midi import read_notes, write_notes
-from piano_gpt.train.checkpoint import CheckpointConfig, load_checkpoint
+from piano_gpt.train.checkpoint import CheckpointConfig, find_checkpoint, load_checkpoint
 
 
 def output_paths(output_path: str, seeds: list[int]) -> list[Path]:
@@ -52,7 +52,8 @@ def memorisation_index(cfg: DictConfig, checkpoint_config: CheckpointConfig, tok
 
 
 def run(cfg: DictConfig) -> list[str]:
-    model, tokenizer, saved = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
+    checkpoint = str(find_checkpoint(cfg.checkpoint_path))  # a run folder: its -best
+    model, tokenizer, saved = load_checkpoint(checkpoint, device=pick_device(cfg.device))
     checkpoint_config = CheckpointConfig.from_json(saved)
     prompt = read_notes(cfg.prompt_path) if cfg.prompt_path else None
     if prompt is not None and cfg.prompt_notes:
@@ -101,7 +102,7 @@ def run(cfg: DictConfig) -> list[str]:
     index = memorisation_index(cfg, checkpoint_config, tokenizer)
     lines = []
     for generation, path in zip(generations, output_paths(cfg.output_path, config.seeds)):
-        lines += write_generation(generation, path, index, cfg.checkpoint_path)
+        lines += write_generation(generation, path, index, checkpoint)
     return lines
 
 
