@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from piano_gpt.common import pick_device
-from piano_gpt.evaluation.loss import records_nll
 from piano_gpt.generation import Generation, GenerationConfig, generate_samples, task_samples
 from piano_gpt.hub import HubError, cached_checkpoint, upload_checkpoint
 from piano_gpt.midi import read_notes
@@ -110,6 +109,9 @@ class PianoGPT:
     def score(self, notes, context_size: int | None = None) -> float:
         """Bits per note of a piece (a note table or a MIDI path), as ``piano_gpt.eval`` measures a
         record: every token predicted once, in windows of the model's context."""
+        # here, not at the top: piano_gpt.evaluation's metrics import mir_eval (seconds)
+        from piano_gpt.evaluation.loss import records_nll
+
         ids = np.asarray(self.tokenizer.encode(_notes(notes)), dtype=np.int64)
         n_notes = int(self.tokenizer.note_on_counts()[ids].sum())
         if n_notes == 0:
