@@ -59,8 +59,11 @@ def original_tokenizer_desc(n_special_ids=16, specials=ORIGINAL_SPECIALS) -> dic
     }
 
 
-def original_state_dict(vocab_size: int, seed: int = 0) -> dict:
-    """Random weights under the original's names (gpt2/model.py), ``wte`` tied to ``lm_head``."""
+def original_state_dict(vocab_size: int, seed: int = 0, older: bool = False) -> dict:
+    """Random weights under the original's names (gpt2/model.py), ``wte`` tied to ``lm_head``.
+
+    ``older``: the layout before the music time table, with biases (``bias: true``) and the causal
+    mask buffers (``attn.bias``) its slow-attention path registers."""
     generator = torch.Generator().manual_seed(seed)
 
     def normal(*shape):
@@ -70,8 +73,9 @@ def original_state_dict(vocab_size: int, seed: int = 0) -> dict:
     state = {
         "transformer.wte.weight": wte,
         "transformer.wpe.weight": normal(CONTEXT, N_EMBD),
-        "transformer.wmte.weight": normal(N_TIME, N_EMBD),
     }
+    if not older:
+        state["transformer.wmte.weight"] = normal(N_TIME, N_EMBD)
     for i in range(N_LAYER):
         prefix = f"transformer.h.{i}."
         state |= {
@@ -82,7 +86,13 @@ def original_state_dict(vocab_size: int, seed: int = 0) -> dict:
             prefix + "mlp.c_fc.weight": normal(4 * N_EMBD, N_EMBD),
             prefix + "mlp.c_proj.weight": normal(N_EMBD, 4 * N_EMBD),
         }
+        if older:
+            state |= {prefix + "attn.bias": torch.ones(CONTEXT, CONTEXT).tril().view(1, 1, CONTEXT, CONTEXT)}
+            for name in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
+                state[prefix + name + ".bias"] = normal(state[prefix + name + ".weight"].shape[0])
     state |= {"transformer.ln_f.weight": 1 + normal(N_EMBD), "lm_head.weight": wte}
+    if older:
+        state["transformer.ln_f.bias"] = normal(N_EMBD)
     return state
 
 
@@ -104,25 +114,30 @@ def original_logits(state: dict, ids: list[int], time_steps: list[int]) -> torch
     idx = torch.tensor([ids])
     t = idx.shape[1]
     x = state["transformer.wte.weight"][idx] + state["transformer.wpe.weight"][:t]
-    x = x + state["transformer.wmte.weight"][torch.tensor([time_steps]).clip(0, N_TIME - 1)]
+    if "transformer.wmte.weight" in state:
+        x = x + state["transformer.wmte.weight"][torch.tensor([time_steps]).clip(0, N_TIME - 1)]
+
+    def norm(x, name):
+        return F.layer_norm(x, (N_EMBD,), state[name + ".weight"], state.get(name + ".bias"), 1e-5)
+
+    def linear(x, name):
+        return F.linear(x, state[name + ".weight"], state.get(name + ".bias"))
+
     for i in range(N_LAYER):
         p = f"transformer.h.{i}."
-        h = F.layer_norm(x, (N_EMBD,), state[p + "ln_1.weight"], None, 1e-5)
-        q, k, v = F.linear(h, state[p + "attn.c_attn.weight"]).split(N_EMBD, dim=2)
+        q, k, v = linear(norm(x, p + "ln_1"), p + "attn.c_attn").split(N_EMBD, dim=2)
         q, k, v = (z.view(1, t, N_HEAD, N_EMBD // N_HEAD).transpose(1, 2) for z in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(1, t, N_EMBD)
-        x = x + F.linear(y, state[p + "attn.c_proj.weight"])
-        h = F.layer_norm(x, (N_EMBD,), state[p + "ln_2.weight"], None, 1e-5)
-        x = x + F.linear(F.gelu(F.linear(h, state[p + "mlp.c_fc.weight"])), state[p + "mlp.c_proj.weight"])
-    x = F.layer_norm(x, (N_EMBD,), state["transformer.ln_f.weight"], None, 1e-5)
-    return F.linear(x, state["lm_head.weight"])[0]
+        x = x + linear(y, p + "attn.c_proj")
+        x = x + linear(F.gelu(linear(norm(x, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj")
+    return F.linear(norm(x, "transformer.ln_f"), state["lm_head.weight"])[0]
 
 
-def original_checkpoint(path, compiled: bool, desc: dict | None = None, run_stats=None) -> dict:
+def original_checkpoint(path, compiled: bool, desc: dict | None = None, run_stats=None, older=False) -> dict:
     """Save a checkpoint as gpt2/train.py does; returns the state dict (original names, no prefix)."""
     desc = desc or original_tokenizer_desc()
     vocab = desc["parameters"]["lexicon"]["vocab"]
-    state = original_state_dict(len(vocab))
+    state = original_state_dict(len(vocab), older=older)
     run_config = OmegaConf.create(
         {
             "model": {
@@ -132,7 +147,7 @@ def original_checkpoint(path, compiled: bool, desc: dict | None = None, run_stat
                 "dropout": 0.0,
                 "bias": False,
                 "context_size": "${training.context_size}",
-            },  # fmt: skip
+            },
             "training": {"context_size": CONTEXT, "batch_size": 64, "microbatch_size": 8},
             "tasks": {"list": ["clean_time"]},
             "run_name_suffix": "pretraining-${now:%Y-%m-%d-%H-%M}",
@@ -170,9 +185,9 @@ def music_ids(tokenizer) -> list[int]:
     return tokenizer.encode(notes)[: CONTEXT - 1]
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_converted_model_gives_the_original_logits(tmp_path, compiled):
-    state = original_checkpoint(tmp_path / "old.pt", compiled)
+@pytest.mark.parametrize("compiled, older", [(False, False), (True, False), (False, True)])
+def test_converted_model_gives_the_original_logits(tmp_path, compiled, older):
+    state = original_checkpoint(tmp_path / "old.pt", compiled, older=older)
     out = convert_original_checkpoint(tmp_path / "old.pt", tmp_path / "converted")
 
     model, tokenizer, _ = load_checkpoint(out)  # verifies every file: a normal checkpoint directory
@@ -185,6 +200,7 @@ def test_converted_model_gives_the_original_logits(tmp_path, compiled):
             torch.tensor([ids]), torch.as_tensor(tokenizer.music_time(ids))[None], all_logits=True
         )
     torch.testing.assert_close(logits[0], expected, rtol=1e-4, atol=1e-4)
+    assert (model.config.music_time_embedding, model.config.bias) == (not older, older)
 
     # The original's special tokens keep their ids; the figures and the original's config come along.
     assert [tokenizer.token_to_id[t] for t in ORIGINAL_SPECIALS] == [
