@@ -2,6 +2,7 @@
 a run folder (its -best to evaluate or generate, its -last to resume), and the dashboard finding what
 ``piano-gpt models`` finds (the demo's checkpoint under tmp/demo)."""
 
+import json
 import logging
 
 import pytest
@@ -122,3 +123,15 @@ def test_the_dashboard_finds_the_demo_checkpoint_as_piano_gpt_models_does(tmp_pa
     demo = tiny(tmp_path / "tmp" / "demo" / "demo" / "demo-best")  # where python -m piano_gpt.demo writes
     assert [info.path.resolve() for info in list_checkpoints()] == [demo.resolve()]
     assert [info.path.resolve() for info in dl.list_checkpoints(dl.default_runs_root())] == [demo.resolve()]
+
+
+def test_eval_takes_a_run_folders_best(run_dir, tmp_path, monkeypatch, capsys):
+    """``python -m piano_gpt.eval init_from=tmp/runs/R`` (issue: 'incomplete checkpoint (no manifest.json)')."""
+    from piano_gpt.commands import eval as eval_command
+
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name="eval", overrides=[f"init_from={run_dir}", "max_records=1", "device=cpu"])
+    eval_command.main.__wrapped__.__wrapped__(cfg)  # the command's body, under Hydra's two wrappers
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["checkpoint"] == str(run_dir / "r1-best") and figures["n_records"] == 1
