@@ -2,6 +2,7 @@
 complete, score, save, push_to_hub. Offline: the hub is huggingface_hub's cache laid out by hand."""
 
 import math
+import os
 import subprocess
 import sys
 
@@ -125,3 +126,20 @@ def test_loaded_model_checkpoint_is_verified(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         piano_gpt.load(path)
     assert load_checkpoint  # the same verification as load_checkpoint
+
+
+def test_a_hub_id_with_the_hub_unreachable_is_one_clear_line(tmp_path):
+    """The hub endpoint is a closed local port: no network is used, the connection is refused."""
+    code = (
+        "import piano_gpt\n"
+        "try:\n    piano_gpt.load('someone/model')\n"
+        "except Exception as error:\n    print(type(error).__name__, error)\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_HUB_CACHE", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    (line,) = done.stdout.splitlines()
+    assert line.startswith(
+        "HubError someone/model: not a local checkpoint, and hub repo someone/model could not"
+    )
