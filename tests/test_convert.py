@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.core.utils import setup_globals
 from omegaconf import OmegaConf
 from test_registry_hub import REPO_ID, offline_cache, publish_to_cache  # noqa: F401 (a fixture)
 
@@ -155,6 +156,9 @@ def original_checkpoint(path, compiled: bool, desc: dict | None = None, run_stat
         }
     )
     OmegaConf.set_struct(run_config, True)  # as Hydra hands it over
+    setup_globals()  # Hydra's resolvers (now, hydra, python_version), as under @hydra.main
+    run_name = f"midi-gpt2-tiny-{run_config.run_name_suffix}"  # gpt2/train.py: fills the resolver cache
+    assert run_config._metadata.resolver_cache["now"]
     parameters = [torch.nn.Parameter(t.clone()) for t in state.values()]
     optimizer = torch.optim.AdamW(parameters, lr=1e-3, betas=(0.9, 0.95))
     sum(p.sum() for p in parameters).backward()
@@ -163,7 +167,7 @@ def original_checkpoint(path, compiled: bool, desc: dict | None = None, run_stat
     checkpoint = {
         "run_config": run_config,
         "model": saved_state,
-        "run_name": "midi-gpt2-tiny-pretraining-2024-01-01-12-00",
+        "run_name": run_name,
         "model_cfg": run_config.model,
         "train_loss": 2.5,
         "val_loss": 2.75,

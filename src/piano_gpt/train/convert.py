@@ -34,7 +34,6 @@ does not resume training).
 
 from __future__ import annotations
 
-import collections
 import os
 import re
 import typing
@@ -49,9 +48,18 @@ from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
 from piano_gpt.train.checkpoint import CheckpointError, save_checkpoint, sha256_file
 
-# What a DictConfig / ListConfig pickles to (found by pickling the original's configs): the containers,
-# their metadata, the untyped value node, and the types the metadata names. No callable among them runs
-# code: dict/list/int/defaultdict build data, the OmegaConf classes restore their fields.
+
+def _resolver_cache_as_dict(default_factory=None) -> dict:
+    """What a config's resolver cache (a ``defaultdict(dict)``, filled once Hydra's ``${now:...}`` was
+    read) is read back as: a plain dict, since torch's weights-only unpickler fills plain dicts only.
+    The factory is never called (these configs are never resolved here)."""
+    return {}
+
+
+# What a DictConfig / ListConfig pickles to (found by pickling Hydra-composed configs): the containers,
+# their metadata, the untyped value node, and the types the metadata names. None of them runs code:
+# dict/list/int build data, the OmegaConf classes restore their fields, the resolver cache (a
+# collections.defaultdict) becomes a plain dict.
 ORIGINAL_CONFIG_TYPES = (
     DictConfig,
     ListConfig,
@@ -62,7 +70,7 @@ ORIGINAL_CONFIG_TYPES = (
     dict,
     list,
     int,
-    collections.defaultdict,
+    (_resolver_cache_as_dict, "collections.defaultdict"),
 )
 COMPILED_PREFIX = "_orig_mod."
 ORIGINAL_PLACEHOLDER = re.compile(r"<PLACEHOLDER_\d+>")
