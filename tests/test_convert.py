@@ -248,6 +248,9 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "system" in err
     assert not (tmp_path / "ran.txt").exists() and not (tmp_path / "out").exists()
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConversionError, match=r"garbage\.pt: not a readable torch checkpoint"):
+        convert_original_checkpoint(tmp_path / "garbage.pt", tmp_path / "out")
 
 
 def test_a_vocabulary_that_is_not_ours_is_refused_at_its_first_difference(tmp_path):
@@ -256,7 +259,8 @@ def test_a_vocabulary_that_is_not_ours_is_refused_at_its_first_difference(tmp_pa
     vocab[5], vocab[6] = vocab[6], vocab[5]  # NOTE_OFF_22 and NOTE_ON_23 swapped
     original_checkpoint(tmp_path / "old.pt", compiled=False, desc=desc)
     with pytest.raises(
-        ConversionError, match=r"differ first at id 5: original 'NOTE_ON_23', ours 'NOTE_OFF_22'"
+        ConversionError,
+        match=r"old\.pt: tokenizer_desc: the vocabularies differ first at id 5: original 'NOTE_ON_23', ours 'NOTE_OFF_22'",
     ):
         convert_original_checkpoint(tmp_path / "old.pt", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -95,8 +95,9 @@ def read_original_checkpoint(path: str | os.PathLike) -> dict:
         message = str(error)
         unsafe = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", message)
         if unsafe or "Weights only load failed" in message:
-            # torch's message: boilerplate, then (after a blank line) what it met
-            detail = unsafe.group(1) if unsafe else ([*message.split("\n\n"), ""][1].strip() or "an object")
+            # torch's message: advice, then what it met (a GLOBAL, or after "WeightsUnpickler error:")
+            met = message.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
+            detail = unsafe.group(1) if unsafe else (met or "an object torch does not read safely")
             raise ConversionError(
                 f"{path}: refused, it holds {detail}, which is not plain data (unpickling it could run "
                 "code); only tensors, plain values and OmegaConf configs are read"
@@ -249,8 +250,11 @@ def convert_original_checkpoint(path: str | os.PathLike, out_dir: str | os.PathL
     if out_dir.exists():
         raise ConversionError(f"{out_dir}: already exists; give a new folder (nothing is overwritten)")
     data = read_original_checkpoint(path)
-    tokenizer = original_tokenizer(data.get("tokenizer_desc"))
-    model = original_model(data)
+    try:
+        tokenizer = original_tokenizer(data.get("tokenizer_desc"))
+        model = original_model(data)
+    except ConversionError as error:
+        raise ConversionError(f"{path}: {error}") from error
     if model.config.vocab_size != tokenizer.vocab_size:
         raise ConversionError(
             f"{path}: the model has {model.config.vocab_size} token ids, its tokenizer {tokenizer.vocab_size}"
