@@ -92,18 +92,18 @@ def read_original_checkpoint(path: str | os.PathLike) -> dict:
         with torch.serialization.safe_globals(list(ORIGINAL_CONFIG_TYPES)):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle.UnpicklingError, RuntimeError (not a zip), EOFError, ...
-        message = str(error)
+        # torch's message: advice, then what it met (a GLOBAL, or a line after "WeightsUnpickler error:")
+        message = str(error).strip()
+        met = message.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
         unsafe = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", message)
-        if unsafe or "Weights only load failed" in message:
-            # torch's message: advice, then what it met (a GLOBAL, or after "WeightsUnpickler error:")
-            met = message.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0].strip()
-            detail = unsafe.group(1) if unsafe else (met or "an object torch does not read safely")
+        if unsafe or re.search(r"GLOBAL|function|class|Can only", met):
             raise ConversionError(
-                f"{path}: refused, it holds {detail}, which is not plain data (unpickling it could run "
-                "code); only tensors, plain values and OmegaConf configs are read"
+                f"{path}: refused, it holds {unsafe.group(1) if unsafe else met}, which is not plain data "
+                "(unpickling it could run code); only tensors, plain values and OmegaConf configs are read"
             ) from error
-        first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-        raise ConversionError(f"{path}: not a readable torch checkpoint ({first_line})") from error
+        raise ConversionError(
+            f"{path}: not a readable torch checkpoint ({met or type(error).__name__})"
+        ) from error
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise ConversionError(f"{path}: not an original Piano-GPT checkpoint (no 'model' state dict)")
     return {key: plain(value) if key != "model" else value for key, value in data.items()}
