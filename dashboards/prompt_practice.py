@@ -2,8 +2,8 @@
 
     PYTHONPATH=. streamlit run dashboards/prompt_practice.py
 
-Checkpoints are the directories holding ``manifest.json`` under the runs folder (sidebar; default
-``$PIANO_GPT_RUNS`` or ``tmp/runs``), newest first. The prompt is a record of a dataset (the
+Checkpoints are the directories holding ``manifest.json`` under the checkpoints folder (sidebar; default
+``$PIANO_GPT_RUNS`` or ``tmp``: what ``piano-gpt models`` lists, the demo's included), newest first. The prompt is a record of a dataset (the
 embedded demo corpus by default) or an uploaded MIDI file (at most 5 MB, parsed in memory), cut by
 note index or seconds, transposed and re-timed. What it generates is saved in the generation store
 (``$PIANO_GPT_DATABASE_URL``, else tmp/piano_gpt.sqlite; browse it with
@@ -45,12 +45,12 @@ NO_COMPOSER = "(none)"
 
 def choose_checkpoint():
     st.sidebar.header("Checkpoint")
-    root = st.sidebar.text_input("Runs folder", value=dl.default_runs_root(), key="runs_root")
+    root = st.sidebar.text_input("Checkpoints folder", value=dl.default_runs_root(), key="runs_root")
     checkpoints = dl.list_checkpoints(root)
     if not checkpoints:
         st.sidebar.warning(
             f"No checkpoint (a folder with manifest.json) under {root!r}. Train one, e.g. "
-            "`python -m piano_gpt.train dataset=demo model=gpt2_demo`, or point the runs folder elsewhere."
+            "`python -m piano_gpt.train dataset=demo model=gpt2_demo`, or point the checkpoints folder elsewhere."
         )
         return None
     labels = [c.label for c in checkpoints]

@@ -310,18 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_samples < 1:
         parser.error("--n-samples must be at least 1")
 
-    from piano_gpt.train.checkpoint import CheckpointError, resolve_checkpoint
+    from piano_gpt.train.checkpoint import CheckpointError, find_checkpoint
 
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             parser.error(f"device {device}: no CUDA GPU here (use cpu)")
-    for path in paths:  # fail on a typo before spending minutes on the others
-        try:
-            resolve_checkpoint(path)
-        except CheckpointError as error:
-            parser.error(str(error))
+    try:  # fail on a typo before spending minutes on the others; a run folder gives its -best
+        paths = [str(find_checkpoint(path)) for path in paths]
+    except CheckpointError as error:
+        parser.error(str(error))
 
     labels = model_labels(paths)
     out_dir = Path(

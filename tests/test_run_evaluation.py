@@ -60,7 +60,8 @@ def test_two_checkpoints_one_comparison(script, tmp_path, capsys):
     a = tiny_checkpoint(tmp_path / "runs" / "a" / "a-best", seed=1)
     b = tiny_checkpoint(tmp_path / "runs" / "b" / "b-best", seed=2)
     out = tmp_path / "compare"
-    argv = [f"{a},{b}", "cpu", "--tasks", TASK, "--n-samples", "2", "--out-dir", str(out)]
+    # a is given as its run folder: its -best is taken
+    argv = [f"{a.parent},{b}", "cpu", "--tasks", TASK, "--n-samples", "2", "--out-dir", str(out)]
     argv += ["--shards-dir", str(tmp_path / "shards"), "--n-plots", "0", "--notes-per-sample", "16"]
     assert script.main(argv) == 0
 

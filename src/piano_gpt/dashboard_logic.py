@@ -39,12 +39,13 @@ from piano_gpt.midi import (
     pitch_shift,
     score_to_notes,
 )
+from piano_gpt.registry import DEFAULT_ROOT as REGISTRY_ROOT
 from piano_gpt.registry import CheckpointInfo, list_checkpoints  # noqa: F401 (the dashboard's API)
 from piano_gpt.tasks import get_task, list_tasks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNS_ENV = "PIANO_GPT_RUNS"
-DEFAULT_RUNS_ROOT = "tmp/runs"
+DEFAULT_RUNS_ROOT = REGISTRY_ROOT  # what ``piano-gpt models`` lists: tmp/runs, tmp/demo, the hub downloads
 MAESTRO_ENV = "PIANO_GPT_MAESTRO"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -110,11 +111,11 @@ def default_runs_root() -> str:
 def load_model(path: str | os.PathLike, device: str | None = None):
     """(model, tokenizer, config) of a checkpoint; :class:`DashboardError` when it cannot be loaded."""
     from piano_gpt.common import pick_device
-    from piano_gpt.train.checkpoint import CheckpointError, load_checkpoint
+    from piano_gpt.train.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 
     device = pick_device(device)
     try:
-        return load_checkpoint(path, device=device)
+        return load_checkpoint(find_checkpoint(path), device=device)
     except (CheckpointError, OSError, ValueError, KeyError) as error:
         raise DashboardError(f"cannot load checkpoint {path}: {error}") from error
 

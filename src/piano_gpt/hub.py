@@ -211,6 +211,57 @@ def download_checkpoint(
     return target
 
 
+def cached_checkpoint(repo_id: str, path_in_repo: str = "", revision: str | None = None, token=None) -> Path:
+    """The checkpoint at ``path_in_repo`` (``""``: the repo root, as ``from_pretrained`` repos hold one)
+    of a hub repo, in huggingface_hub's cache (downloaded there first, unless offline); not verified
+    here (``load_checkpoint`` verifies). A run folder's ``-best``/``-last`` come along."""
+    from huggingface_hub import snapshot_download
+
+    where = "/".join(p for p in str(path_in_repo).replace("\\", "/").split("/") if p)
+    if any(p in (".", "..") for p in where.split("/")):
+        raise HubError(f"{path_in_repo!r}: '.' and '..' are not allowed")
+    snapshot = snapshot_download(
+        repo_id,
+        repo_type="model",
+        revision=revision,
+        allow_patterns=f"{where}/*" if where else None,
+        token=token,
+    )
+    return Path(snapshot).joinpath(*where.split("/")) if where else Path(snapshot)
+
+
+def download_original_checkpoint(
+    filename: str,
+    repo_id: str | None = None,
+    subfolder: str | None = None,
+    dest_root: str | os.PathLike | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+) -> Path:
+    """Download an original Piano-GPT ``.pt`` file (``<subfolder>/<filename>`` in the repo, as the
+    original's ``download_model.py`` names them) and convert it (``piano_gpt.train.convert``) into
+    ``<dest_root>/<filename without .pt>``; returns that checkpoint's path. The ``.pt`` stays in
+    huggingface_hub's cache; it is read without running code."""
+    from huggingface_hub import hf_hub_download
+
+    from piano_gpt.train.convert import convert_original_checkpoint
+
+    name = PurePosixPath(str(filename).replace("\\", "/")).name
+    if not name.endswith(".pt") or name in (".pt",):
+        raise HubError(f"{filename!r} is not an original checkpoint file name (NAME.pt)")
+    prefix = _clean_subfolder(subfolder)
+    local = hf_hub_download(
+        repo_id or default_repo_id(),
+        name,
+        subfolder=prefix or None,
+        repo_type="model",
+        revision=revision,
+        token=token,
+    )
+    dest = Path(dest_root) if dest_root is not None else HUB_DOWNLOAD_DIR
+    return convert_original_checkpoint(local, dest / name[: -len(".pt")])
+
+
 # --- upload ---------------------------------------------------------------------------------------------
 
 
@@ -240,6 +291,7 @@ def upload_checkpoint(
     commit_message: str | None = None,
     token: str | bool | None = None,
     api=None,
+    path_in_repo: str | None = None,
 ) -> dict:
     """Upload one checkpoint directory to ``<repo_id>/<subfolder>/<name>`` (``name``: the directory's
     name); returns what was sent: repo_id, path_in_repo, files, url.
@@ -260,7 +312,9 @@ def upload_checkpoint(
     hashes = json.loads((source / MANIFEST).read_text())["sha256"]
     repo_id = repo_id or default_repo_id()
     local_name = name or Path(os.path.abspath(path)).name
-    where = remote_path(local_name, subfolder)
+    # ``path_in_repo`` ("" is the repo root, what from_pretrained-style loading reads) wins over
+    # ``<subfolder>/<name>``
+    where = remote_path(local_name, subfolder) if path_in_repo is None else path_in_repo.strip("/")
     message = commit_message or (
         f"Upload checkpoint {local_name} ({config.get('parameter_count')} parameters, "
         f"{(config.get('training') or {}).get('tokens_seen')} tokens seen)"
@@ -310,9 +364,11 @@ __all__ = [
     "HUB_DOWNLOAD_DIR",
     "HubError",
     "best_checkpoints",
+    "cached_checkpoint",
     "default_repo_id",
     "default_subfolder",
     "download_checkpoint",
+    "download_original_checkpoint",
     "list_remote_checkpoints",
     "remote_path",
     "upload_checkpoint",

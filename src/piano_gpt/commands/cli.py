@@ -10,6 +10,7 @@
     piano-gpt generations list|show ID|export ID OUT.mid|OUT.wav    # the saved generations (generate store=true)
     piano-gpt tasks [--set NAME] [--json]                             # the PIANO tasks, families, descriptions
     piano-gpt benchmark export|predict|score ...   # a frozen PIANO set; any system's predictions scored
+    piano-gpt convert OLD.pt OUT_DIR    # an original Piano-GPT .pt checkpoint as a checkpoint folder
 
 ``scripts/download_model.py`` and ``scripts/upload_models.py`` are this command's ``download`` and
 ``upload``. The hub repo defaults to ``$PIANO_GPT_HUB_REPO`` (else epr-labs/piano-gpt); the token is
@@ -29,6 +30,7 @@ from pathlib import Path
 from piano_gpt.commands import generations, tasks
 from piano_gpt.commands.base import CommandError
 from piano_gpt.commands.benchmark import add_benchmark_args
+from piano_gpt.commands.convert import add_convert_args
 
 DASHBOARDS = ("prompt_practice", "piano_dataset_review", "saved_generations")
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -155,6 +157,16 @@ def download_command(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise CommandError("give the checkpoint's name (or --list to see the repo's checkpoints)")
+    if args.name.endswith(".pt"):  # the original's checkpoints: download, then convert
+        path = hub.download_original_checkpoint(
+            args.name,
+            repo_id=args.repo_id,
+            subfolder=args.subfolder,
+            dest_root=args.dest,
+            revision=args.revision,
+        )
+        print(f"downloaded {args.name} and converted it into {path}")
+        return 0
     path = hub.download_checkpoint(
         args.name, repo_id=args.repo_id, subfolder=args.subfolder, dest_root=args.dest, revision=args.revision
     )
@@ -290,6 +302,7 @@ COMMANDS = {
         add_benchmark_args,
         "export a frozen PIANO benchmark set, predict for it, score predictions",
     ),
+    "convert": (add_convert_args, "convert an original Piano-GPT .pt checkpoint into a checkpoint folder"),
 }
 
 

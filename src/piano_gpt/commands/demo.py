@@ -21,7 +21,7 @@ from piano_gpt.data.records import record_to_notes
 from piano_gpt.evaluation.continuation import continuation_prompts, evaluate_continuations, format_markdown
 from piano_gpt.generation import generate
 from piano_gpt.midi import write_notes
-from piano_gpt.train.checkpoint import load_checkpoint
+from piano_gpt.train.checkpoint import find_checkpoint, load_checkpoint
 from piano_gpt.train.loop import summarize_log, train
 
 # Sized for 2 CPU cores and ~5 minutes of training: a 4-layer model, short context.
@@ -52,9 +52,7 @@ def run(argv: list[str]) -> int:
         cfg = compose(config_name="gpt2_pretraining", overrides=DEMO_OVERRIDES + argv)
     run_dir = train(cfg)
     summary = summarize_log(run_dir)
-    checkpoint = run_dir / f"{cfg.run_name}-best"
-    if not checkpoint.exists():
-        checkpoint = run_dir / f"{cfg.run_name}-last"
+    checkpoint = find_checkpoint(run_dir)  # its -best (its -last when no evaluation improved)
 
     model, tokenizer, _ = load_checkpoint(checkpoint)
     pieces = [(f"validation {i}", record_to_notes(r)) for i, r in enumerate(load_demo_records("validation"))]

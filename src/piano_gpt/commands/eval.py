@@ -22,7 +22,7 @@ from piano_gpt.data.sources import dataset_items, item_notes
 from piano_gpt.evaluation.continuation import continuation_prompts, evaluate_continuations, format_markdown
 from piano_gpt.evaluation.loss import evaluate_loss
 from piano_gpt.evaluation.piano_eval import open_split
-from piano_gpt.train.checkpoint import load_checkpoint
+from piano_gpt.train.checkpoint import find_checkpoint, load_checkpoint
 
 
 def continuation_figures(cfg: DictConfig, model, tokenizer, dataset: dict) -> tuple[dict, str]:
@@ -54,6 +54,7 @@ def main(cfg: DictConfig) -> None:
     path = cfg.get("init_from") or cfg.get("checkpoint_path")
     if not path:
         raise CommandError("name the checkpoint: init_from=DIR (or checkpoint_path=DIR)")
+    path = find_checkpoint(path)  # a run folder: its -best
     model, tokenizer, _ = load_checkpoint(path, device=pick_device(cfg.device))
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     header = {"checkpoint": str(path), "dataset": dataset.get("name"), "split": str(cfg.split)}

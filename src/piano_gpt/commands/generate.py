@@ -30,7 +30,7 @@ from piano_gpt.generation import (
     task_samples,
 )
 from piano_gpt.midi import read_notes, write_notes
-from piano_gpt.train.checkpoint import CheckpointConfig, load_checkpoint
+from piano_gpt.train.checkpoint import CheckpointConfig, find_checkpoint, load_checkpoint
 
 
 def output_paths(output_path: str, seeds: list[int]) -> list[Path]:
@@ -58,7 +58,8 @@ def memorisation_index(cfg: DictConfig, checkpoint_config: CheckpointConfig, tok
 def run(cfg: DictConfig) -> list[str]:
     if cfg.get("store"):  # a store that cannot be opened fails now, not after the generation
         check_store(cfg.get("database_url"))
-    model, tokenizer, saved = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
+    checkpoint = str(find_checkpoint(cfg.checkpoint_path))  # a run folder: its -best
+    model, tokenizer, saved = load_checkpoint(checkpoint, device=pick_device(cfg.device))
     checkpoint_config = CheckpointConfig.from_json(saved)
     prompt = read_notes(cfg.prompt_path) if cfg.prompt_path else None
     if prompt is not None and cfg.prompt_notes:
@@ -109,15 +110,13 @@ def run(cfg: DictConfig) -> list[str]:
     for generation, path in zip(generations, output_paths(cfg.output_path, config.seeds)):
         audio_path = path if path.suffix.lower() == ".wav" else None
         lines += write_generation(
-            generation, path.with_suffix(".mid") if audio_path else path, index, cfg.checkpoint_path
+            generation, path.with_suffix(".mid") if audio_path else path, index, checkpoint
         )
         if audio_path is not None:
             renderer = write_wav(generation.piece, audio_path, int(cfg.sample_rate))
             lines.append(f"wrote {audio_path}: audio at {int(cfg.sample_rate)} Hz, {renderer}")
     if cfg.get("store"):
-        lines.append(
-            store_generations(generations, cfg.checkpoint_path, cfg.prompt_path, cfg.get("database_url"))
-        )
+        lines.append(store_generations(generations, checkpoint, cfg.prompt_path, cfg.get("database_url")))
     return lines
 
 

@@ -17,6 +17,7 @@ from piano_gpt.commands.base import CommandError, hydra_command, sampling_option
 from piano_gpt.configs import CONFIG_DIR
 from piano_gpt.evaluation.piano_eval import evaluate_checkpoint
 from piano_gpt.evaluation.report import results_markdown
+from piano_gpt.train.checkpoint import find_checkpoint
 
 
 def task_overrides(argv: list[str]) -> list[str]:
@@ -36,7 +37,7 @@ def checkpoint_of(cfg: DictConfig) -> str:
     path = cfg.get("checkpoint_path") or cfg.get("init_from")
     if not path:
         raise CommandError("name the checkpoint: checkpoint_path=DIR (or init_from=DIR)")
-    return str(path)
+    return str(find_checkpoint(path))  # a run folder: its -best
 
 
 @hydra_command("piano_eval")

@@ -8,14 +8,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from piano_gpt.commands.base import hydra_command
-from piano_gpt.train.checkpoint import read_checkpoint_config, resolve_checkpoint
+from piano_gpt.train.checkpoint import find_checkpoint, read_checkpoint_config
 from piano_gpt.train.config import command_line_problem
 from piano_gpt.train.loop import summarize_log, train
 
 
 def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
     """The saved run config of ``checkpoint_path``, with this command line's other keys on top."""
-    path = str(resolve_checkpoint(cfg.checkpoint_path))
+    path = str(find_checkpoint(cfg.checkpoint_path, prefer="last"))  # a run folder: its -last
     saved = OmegaConf.create(read_checkpoint_config(path, verify=True).run)
     keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
     for key in keys:

@@ -31,16 +31,16 @@ def record_windows(n_tokens: int, context_size: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def evaluate_loss(
+def records_nll(
     model,
     tokenizer: MidiTokenizer,
-    shards_split: SplitShards,
+    records,
     context_size: int | None = None,
-    max_records: int | None = None,
     batch_size: int = 8,
     progress: bool = False,
-) -> dict:
-    """Loss figures of ``model`` on the records of ``shards_split`` (the first ``max_records``)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(summed NLL in nats, number of predicted tokens) of each record of ``records`` (a sequence of
+    token id arrays), read whole in overlapping windows (see the module docstring)."""
     context_size = int(context_size or model.config.block_size)
     if context_size > model.config.block_size:
         raise ValueError(
@@ -50,19 +50,18 @@ def evaluate_loss(
     was_training = model.training
     model.eval()
     reset_id = tokenizer.token_to_id.get(GENAI_TOKEN)
-    n_records = len(shards_split) if max_records is None else min(int(max_records), len(shards_split))
-    nll = np.zeros(n_records)
-    counts = np.zeros(n_records, np.int64)
+    nll = np.zeros(len(records))
+    counts = np.zeros(len(records), np.int64)
     jobs = [
         (r, start, stop)
-        for r in range(n_records)
-        for start, stop in record_windows(int(shards_split.index["token_count"].iloc[r]), context_size)
+        for r in range(len(records))
+        for start, stop in record_windows(len(records[r]), context_size)
     ]
     for b in range(0, len(jobs), batch_size):
         batch = jobs[b : b + batch_size]
         examples = [
             make_example(
-                np.asarray(shards_split.record_tokens(r)[start:stop], dtype=np.int64),
+                np.asarray(records[r][start:stop], dtype=np.int64),
                 context_size,
                 tokenizer,
                 model.config.max_music_time,
@@ -88,6 +87,24 @@ def evaluate_loss(
             print(f"  {b + len(batch)}/{len(jobs)} windows", flush=True)
     if was_training:
         model.train()
+    return nll, counts
+
+
+def evaluate_loss(
+    model,
+    tokenizer: MidiTokenizer,
+    shards_split: SplitShards,
+    context_size: int | None = None,
+    max_records: int | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict:
+    """Loss figures of ``model`` on the records of ``shards_split`` (the first ``max_records``)."""
+    context_size = int(context_size or model.config.block_size)
+    n_records = len(shards_split) if max_records is None else min(int(max_records), len(shards_split))
+    records = [shards_split.record_tokens(r) for r in range(n_records)]  # views of the shards
+    nll, counts = records_nll(model, tokenizer, records, context_size, batch_size, progress)
+    n_windows = sum(len(record_windows(len(record), context_size)) for record in records)
     notes = shards_split.index["note_count"].to_numpy()[:n_records].astype(np.int64)
     seconds = shards_split.index["duration"].to_numpy()[:n_records].astype(np.float64)
     total, n_tokens = float(nll.sum()), int(counts.sum())
@@ -105,9 +122,9 @@ def evaluate_loss(
         "n_tokens": n_tokens,
         "n_notes": int(notes.sum()),
         "seconds": float(seconds.sum()),
-        "n_windows": len(jobs),
+        "n_windows": n_windows,
         "context_size": context_size,
     }
 
 
-__all__ = ["evaluate_loss", "record_windows"]
+__all__ = ["evaluate_loss", "record_windows", "records_nll"]

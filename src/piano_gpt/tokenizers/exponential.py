@@ -386,8 +386,17 @@ class ExponentialTimeTokenizer(MidiTokenizer):
             n_velocity_bins=data["n_velocity_bins"],
             n_special_ids=data["n_special_ids"],
         )
-        tokenizer.add_special_tokens(data.get("special_tokens", []))
+        tokenizer.set_special_tokens(data.get("special_tokens", []))
         return tokenizer
+
+    def set_special_tokens(self, tokens: list[str]) -> None:
+        """The placeholder slots hold ``tokens`` in this order (then ``<GENAI>``, ``<EOGENAI>`` where
+        missing): a saved vocabulary rebuilt id for id, whatever order its special tokens came in."""
+        for index in range(self.n_special_ids):
+            self.vocab[self.first_special_id + index] = f"{PLACEHOLDER_PREFIX}{index}>"
+        self.special_tokens = []
+        self._index_vocab()
+        self.add_special_tokens([*tokens, GENAI_TOKEN, EOGENAI_TOKEN])
 
     def note_on_counts(self) -> np.ndarray:
         counts = np.zeros(self.vocab_size, np.int64)

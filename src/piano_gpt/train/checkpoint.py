@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -36,6 +37,7 @@ from piano_gpt.tokenizers import MidiTokenizer, load_tokenizer
 
 CHECKPOINT_FORMAT = 1
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -267,6 +269,40 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     raise CheckpointError(f"{path}: incomplete checkpoint (no {MANIFEST}); it was never finished")
+
+
+RUN_CHECKPOINTS = ("best", "last")  # what training writes in a run folder: <run>-best, <run>-last
+
+
+def find_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
+    """The checkpoint directory ``path`` names, for every consumer: a checkpoint directory itself, or a
+    run folder (``tmp/runs/<run>``, ``tmp/demo/demo``) holding ``<run>-best`` and ``<run>-last``. Of a
+    run folder ``prefer`` is taken ("best" to evaluate or generate, "last" to resume), the other where
+    it is missing, and one log line says which. Raises :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    try:
+        return resolve_checkpoint(path)
+    except CheckpointError:
+        if not path.is_dir() or any((path / name).exists() for name in ("model.safetensors", "config.json")):
+            raise  # a file, a missing path, or an unfinished checkpoint: its own message
+    names = {child.name.removesuffix(".old") for child in path.iterdir() if child.is_dir()}
+    for kind in sorted(RUN_CHECKPOINTS, key=lambda kind: kind != prefer):
+        found = []
+        for name in sorted(n for n in names if n.endswith(f"-{kind}")):
+            try:
+                found.append(resolve_checkpoint(path / name))
+            except CheckpointError:
+                continue  # a checkpoint still being written
+        if len(found) > 1:
+            raise CheckpointError(
+                f"{path}: holds several runs ({', '.join(p.name for p in found)}): name one checkpoint"
+            )
+        if found:
+            log.info("%s is a run folder: using its %s checkpoint %s", path, kind, found[0])
+            return found[0]
+    raise CheckpointError(
+        f"{path}: neither a checkpoint (no {MANIFEST}) nor a run folder (no <run>-best or <run>-last inside)"
+    )
 
 
 REQUIRED_FILES = ("model.safetensors", "config.json", "tokenizer.json")

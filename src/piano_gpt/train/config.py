@@ -58,10 +58,10 @@ def _looks_like_path(name: str) -> bool:
 
 def checkpoint_block_size(path: str) -> tuple[Path, int]:
     """(directory, model block_size) of a checkpoint, read from its config.json (cheap: no hashing)."""
-    from piano_gpt.train.checkpoint import CheckpointError, read_checkpoint_config, resolve_checkpoint
+    from piano_gpt.train.checkpoint import CheckpointError, find_checkpoint, read_checkpoint_config
 
     try:
-        directory = resolve_checkpoint(path)
+        directory = find_checkpoint(path)
         return directory, read_checkpoint_config(directory).block_size
     except CheckpointError as error:
         fail(str(error))
@@ -73,12 +73,14 @@ def model_checkpoint(cfg: DictConfig, resume_from: str | None = None) -> str | N
     """The checkpoint training starts its weights from, if any: the one a resumed run continues, else
     ``checkpoint_path`` for task training, else ``init_from`` (unless ``scratch``). ``train()`` and
     :func:`validate_config` both ask here."""
+    from piano_gpt.train.checkpoint import find_checkpoint
+
     if resume_from:
         return resume_from
     if cfg.task == "piano_tasks" and cfg.get("checkpoint_path"):
-        return cfg.checkpoint_path
+        return str(find_checkpoint(cfg.checkpoint_path))  # a run folder: its -best
     if cfg.get("init_from") not in (None, "scratch"):
-        return cfg.init_from
+        return str(find_checkpoint(cfg.init_from))
     return None
 
 
