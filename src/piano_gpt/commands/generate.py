@@ -72,6 +72,7 @@ def run(cfg: DictConfig) -> list[str]:
         max_notes=None if cfg.max_notes is None else int(cfg.max_notes),
         max_duration=None if cfg.duration is None else float(cfg.duration),
         context_keep=float(cfg.context_keep),
+        carry_held_notes=bool(cfg.get("carry_held_notes", True)),
         fast=bool(cfg.fast),
         grammar=bool(cfg.grammar),
         max_note_seconds=None if cfg.max_note_seconds is None else float(cfg.max_note_seconds),
