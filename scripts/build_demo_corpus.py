@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from piano_gpt.data.records import NOTES_ARROW_TYPE
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "src" / "piano_gpt" / "data" / "demo" / "bach_chorales.parquet"
 
@@ -48,16 +50,7 @@ GRID = 1 / 24  # quarter notes per cell of the tempo map
 VOICE_VELOCITY = {"soprano": 74, "alto": 58, "tenor": 57, "bass": 64, "other": 56}
 MELODY_LEAD = 0.008  # seconds the soprano sounds ahead of the other voices
 
-NOTES_TYPE = pa.struct(
-    [
-        ("pitch", pa.list_(pa.int64())),
-        ("velocity", pa.list_(pa.int64())),
-        ("start", pa.list_(pa.float64())),
-        ("end", pa.list_(pa.float64())),
-        ("duration", pa.list_(pa.float64())),
-    ]
-)
-SCHEMA = pa.schema([("notes", NOTES_TYPE), ("source", pa.string())])
+SCHEMA = pa.schema([("notes", NOTES_ARROW_TYPE), ("source", pa.string())])
 
 
 def stable_int(text: str) -> int:

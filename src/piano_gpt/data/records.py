@@ -6,8 +6,20 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from piano_gpt.midi import make_notes
+
+# The epr-labs ``notes`` column: one struct of equal-length lists per record.
+NOTES_ARROW_TYPE = pa.struct(
+    [
+        ("pitch", pa.list_(pa.int64())),
+        ("velocity", pa.list_(pa.int64())),
+        ("start", pa.list_(pa.float64())),
+        ("end", pa.list_(pa.float64())),
+        ("duration", pa.list_(pa.float64())),
+    ]
+)
 
 MAX_PAUSE = 4.0  # seconds: pieces are cut into records at longer silences (as the epr-labs sets are)
 

@@ -42,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from piano_gpt.data.records import NOTES_ARROW_TYPE
 from piano_gpt.data.shards import map_midi_files
 from piano_gpt.evaluation.baselines import BASELINES
 from piano_gpt.evaluation.piano_eval import (
@@ -65,15 +66,6 @@ MIDI_SUFFIXES = (".mid", ".midi")
 MAX_PREDICTED_NOTES = 20_000
 NO_NOTES = "contains no notes"  # read_notes' problem for a MIDI file without notes
 
-NOTES_TYPE = pa.struct(
-    [
-        ("pitch", pa.list_(pa.int64())),
-        ("velocity", pa.list_(pa.int64())),
-        ("start", pa.list_(pa.float64())),
-        ("end", pa.list_(pa.float64())),
-        ("duration", pa.list_(pa.float64())),
-    ]
-)
 SAMPLES_SCHEMA = pa.schema(
     [
         ("sample_id", pa.string()),
@@ -89,11 +81,11 @@ SAMPLES_SCHEMA = pa.schema(
         ("n_target_notes", pa.int64()),
         ("target_start", pa.float64()),
         ("target_end", pa.float64()),
-        ("notes", NOTES_TYPE),
+        ("notes", NOTES_ARROW_TYPE),
         ("source", pa.string()),
     ]
 )
-TARGETS_SCHEMA = pa.schema([("sample_id", pa.string()), ("task", pa.string()), ("notes", NOTES_TYPE)])
+TARGETS_SCHEMA = pa.schema([("sample_id", pa.string()), ("task", pa.string()), ("notes", NOTES_ARROW_TYPE)])
 
 LICENCES = {
     "maestro": (
@@ -549,7 +541,7 @@ def write_predictions(predictions: dict[str, pd.DataFrame], out: str | Path) -> 
     if out.suffix == ".parquet":
         out.parent.mkdir(parents=True, exist_ok=True)
         rows = [{"sample_id": sid, "notes": notes_column(notes)} for sid, notes in predictions.items()]
-        write_table(rows, pa.schema([("sample_id", pa.string()), ("notes", NOTES_TYPE)]), out)
+        write_table(rows, pa.schema([("sample_id", pa.string()), ("notes", NOTES_ARROW_TYPE)]), out)
         return out
     out.mkdir(parents=True, exist_ok=True)
     for sid, notes in predictions.items():
