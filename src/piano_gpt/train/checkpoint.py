@@ -330,6 +330,42 @@ def read_checkpoint_config(path: str | os.PathLike, verify: bool = False) -> Che
     return CheckpointConfig.from_json(data)
 
 
+def resume_would_replace(resume_from: str | os.PathLike, run_dir: Path, run_name: str) -> str | None:
+    """What resuming from ``resume_from`` into ``run_dir`` would destroy, or None.
+
+    A resumed run writes ``<run_name>-last`` (and ``-best`` when it improves on the best loss it
+    carries) from its own, older history: a ``-last`` further along or a ``-best`` better than that
+    best would be silently replaced. Checkpoints that cannot be read are not protected here (saving
+    replaces an incomplete one anyway)."""
+    source_dir = resolve_checkpoint(resume_from)
+    source = read_checkpoint_config(source_dir)
+    source_iter, source_best = source.iter_num, source.best_val_loss
+    try:
+        last_dir = resolve_checkpoint(run_dir / f"{run_name}-last")
+        last = read_checkpoint_config(last_dir)
+    except (CheckpointError, OSError):
+        last_dir = last = None
+    if last_dir is not None and last_dir.resolve() != source_dir.resolve():
+        if _number(last.iter_num) and _number(source_iter) and last.iter_num > source_iter:
+            return f"{last_dir.name} (iter {last.iter_num}, newer than iter {source_iter} resumed from)"
+    try:
+        best_dir = resolve_checkpoint(run_dir / f"{run_name}-best")
+        best = read_checkpoint_config(best_dir)
+    except (CheckpointError, OSError):
+        best_dir = best = None
+    if best_dir is not None and best_dir.resolve() != source_dir.resolve():
+        best_loss = best.best_val_loss if _number(best.best_val_loss) else best.val_loss
+        if _number(best_loss) and _number(source_best) and best_loss < source_best:
+            return (
+                f"{best_dir.name} (val loss {best_loss:.4g}, better than the {source_best:.4g} resumed from)"
+            )
+    return None
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[GPT, MidiTokenizer, dict]:

@@ -34,6 +34,7 @@ from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tasks import add_task_tokens
 from piano_gpt.tokenizers import MidiTokenizer
 from piano_gpt.train.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
     load_training_state,
@@ -42,6 +43,7 @@ from piano_gpt.train.checkpoint import (
     optimizer_state_to_tensors,
     optimizer_to_tensors,
     restore_rng_state,
+    resume_would_replace,
     save_checkpoint,
 )
 from piano_gpt.train.config import build_tokenizer, model_checkpoint, task_names, validate_config
@@ -111,6 +113,16 @@ def index_batches(
                 yield list(range(base + m, base + m + micro))
 
 
+def check_resume_target(resume_from: str, run_dir: Path, run_name: str) -> None:
+    """Refuse, in one line, a resume that would replace a newer or better checkpoint of ``run_dir``."""
+    lost = resume_would_replace(resume_from, run_dir, run_name)
+    if lost:
+        raise CheckpointError(
+            f"resuming {resume_from} into {run_dir} would replace its {lost}: resume into a new run "
+            f"with run_name=<new name>, or add force_resume=true to replace it"
+        )
+
+
 class JsonlLog:
     """log.jsonl: one JSON object per logged step; on resume, lines past the checkpoint are dropped."""
 
@@ -131,9 +143,14 @@ class JsonlLog:
             handle.write(json.dumps(row) + "\n")
 
 
-def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
-    """Run training as configured; returns the run directory."""
+def train(cfg: DictConfig, resume_from: str | None = None, force_resume: bool = False) -> Path:
+    """Run training as configured; returns the run directory.
+
+    ``force_resume``: resume even where it replaces a newer ``-last`` or a better ``-best`` of the run
+    it writes into (refused otherwise, see :func:`check_resume_target`)."""
     validate_config(cfg, resume_from)
+    if resume_from and not force_resume:
+        check_resume_target(resume_from, Path(cfg.out_dir) / cfg.run_name, cfg.run_name)
     # ---- setup ------------------------------------------------------------------------------------
     ddp, rank, local_rank, world = setup_distributed()
     master = rank == 0
