@@ -41,7 +41,11 @@ def main() -> None:
     config = {"type": "maestro", "path": args.maestro}
     files = dataset_files(config)
     size = sum(path.stat().st_size for path in files if path.exists())
-    jobs = {"contents (sha256)": dataset_fingerprint, "size + mtime": stat_key, "listing the items": list_items}
+    jobs = {
+        "contents (sha256)": dataset_fingerprint,
+        "size + mtime": stat_key,
+        "listing the items": list_items,
+    }
     times: dict[str, list[float]] = {name: [] for name in jobs}
     for job in jobs.values():
         job(config)

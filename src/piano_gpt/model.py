@@ -58,9 +58,9 @@ class GPTConfig:
     def __post_init__(self) -> None:
         # Untrusted configs (a checkpoint's config.json, a command line) reach here: every field is
         # checked, with bounds far above any piano model, before a single tensor is allocated.
-        check_values(self.__dict__, MODEL_RULES, prefix="model ")
+        check_values(self.__dict__, MODEL_RULES, prefix="model.")
         if self.n_embd % self.n_head:
-            raise ValueError(f"model n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            raise ValueError(f"model.n_embd={self.n_embd} must be divisible by model.n_head={self.n_head}")
         choices = {"architecture": ARCHITECTURES, "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

@@ -8,6 +8,7 @@ breaks its rule gives ``ValueError("<key>=<value>: must be <what>")``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -54,13 +55,12 @@ class Rule:
             return None if isinstance(value, list | tuple) else self.describe()
         if isinstance(value, bool):
             return self.describe()
-        if self.kind == "int" and not isinstance(value, int):
+        # numbers.Integral / Real: numpy scalars count too (bool is refused above).
+        if self.kind == "int" and not isinstance(value, numbers.Integral):
             return self.describe()
-        if self.kind == "float" and not isinstance(value, int | float):
+        if self.kind == "float" and not isinstance(value, numbers.Real):
             return self.describe()
-        if isinstance(value, float) and self.finite and not math.isfinite(value):
-            return self.describe()
-        if isinstance(value, float) and math.isnan(value):
+        if math.isnan(value) or (self.finite and not math.isfinite(value)):
             return self.describe()
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return self.describe()

@@ -68,7 +68,7 @@ def test_a_wider_model_with_the_right_layer_count_is_refused_before_allocating(c
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("n_head", 3, "n_embd=16 must be divisible by n_head=3"),
+        ("n_head", 3, "model.n_embd=16 must be divisible by model.n_head=3"),
         ("block_size", -5, "block_size=-5: must be the context length"),
         ("block_size", 0, "block_size=0: must be"),
         ("n_layer", -1, "n_layer=-1: must be the number of blocks"),

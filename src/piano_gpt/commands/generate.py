@@ -51,24 +51,42 @@ def memorisation_index(cfg: DictConfig, checkpoint_config: CheckpointConfig, tok
     return load_index(str(path), tokenizer.time_unit)
 
 
+def generation_config(cfg: DictConfig) -> GenerationConfig:
+    """The generation options of the command line, every one checked (GenerationConfig's rules)."""
+    return GenerationConfig(
+        n_samples=cfg.n_samples,
+        seed=cfg.seed,
+        **sampling_options(cfg),
+        max_new_tokens=cfg.max_new_tokens,
+        max_notes=cfg.max_notes,
+        max_duration=cfg.duration,
+        context_keep=cfg.context_keep,
+        fast=cfg.fast,
+        grammar=cfg.grammar,
+        max_note_seconds=cfg.max_note_seconds,
+    )
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The prompt and output options, checked before the checkpoint loads."""
+    notes = cfg.prompt_notes
+    if notes is not None and (isinstance(notes, bool) or not isinstance(notes, int) or notes < 1):
+        raise GenerationError(
+            f"prompt_notes={notes}: must be a number of notes >= 1 (null: the whole prompt)"
+        )
+    output = Path(str(cfg.output_path))
+    if output.is_dir() or str(cfg.output_path).endswith(("/", "\\")):
+        raise GenerationError(f"output_path={cfg.output_path}: is a folder; give a file name (e.g. out.mid)")
+
+
 def run(cfg: DictConfig) -> list[str]:
+    config = generation_config(cfg)
+    check_paths(cfg)
     model, tokenizer, saved = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
     checkpoint_config = CheckpointConfig.from_json(saved)
     prompt = read_notes(cfg.prompt_path) if cfg.prompt_path else None
-    if prompt is not None and cfg.prompt_notes:
-        prompt = prompt.iloc[: int(cfg.prompt_notes)].reset_index(drop=True)
-    config = GenerationConfig(
-        n_samples=int(cfg.n_samples),
-        seed=int(cfg.seed),
-        **sampling_options(cfg),
-        max_new_tokens=int(cfg.max_new_tokens),
-        max_notes=None if cfg.max_notes is None else int(cfg.max_notes),
-        max_duration=None if cfg.duration is None else float(cfg.duration),
-        context_keep=float(cfg.context_keep),
-        fast=bool(cfg.fast),
-        grammar=bool(cfg.grammar),
-        max_note_seconds=None if cfg.max_note_seconds is None else float(cfg.max_note_seconds),
-    )
+    if prompt is not None and cfg.prompt_notes is not None:
+        prompt = prompt.iloc[: cfg.prompt_notes].reset_index(drop=True)
     if cfg.mode == "continuation":
         if cfg.n_notes is not None or cfg.time_span is not None:
             raise GenerationError(

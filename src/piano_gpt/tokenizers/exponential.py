@@ -72,11 +72,11 @@ class ExponentialTimeTokenizer(MidiTokenizer):
                 "special_tokens": special_tokens,
             },
             TOKENIZER_RULES,
-            prefix="tokenizer ",
+            prefix="tokenizer.",
         )
         if max_time_step / time_unit > 2**40:
             raise ValueError(
-                f"tokenizer max_time_step={max_time_step} is over 2**40 time units of {time_unit}: "
+                f"tokenizer.max_time_step={max_time_step} is over 2**40 time units of {time_unit}: "
                 "use a larger time_unit"
             )
         self._time_unit = float(time_unit)
