@@ -199,6 +199,18 @@ def test_strikes_closer_than_the_time_resolution(tpq, tempos, start, gap):
     check_read(performance, label=lambda _: None)
 
 
+@pytest.mark.parametrize("fmt", [0, 1])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_equally_loud_strikes_together_last_until_the_last_release(fmt, reverse):
+    """Found by the explore profile: two strikes of one pitch at one tick, equally loud, on two
+    channels: the note kept was whichever the parser listed first. Now the longest, in any order."""
+    notes = [Note(60, 50, 96, 96, channel=1), Note(60, 50, 96, 192, channel=0)]
+    performance = Performance(notes[::-1] if reverse else notes, fmt=fmt, tpq=96)
+    check_read(performance, label=lambda _: None)
+    result = read_or_error(performance.to_bytes(), sustain=False)
+    assert len(result) == 1 and result["end"].iloc[0] == pytest.approx(1.0)  # 192 ticks at 120 bpm
+
+
 def test_property_tests_are_derandomized_by_default():
     """CI and the README's command run the same examples every time (tests/conftest.py); the random
     exploration is ``--hypothesis-profile=explore``."""
