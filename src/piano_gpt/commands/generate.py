@@ -25,7 +25,9 @@ from piano_gpt.generation import (
     load_index,
     task_samples,
 )
+from piano_gpt.generation.engine import GENERATION_RULES
 from piano_gpt.midi import read_notes, write_notes
+from piano_gpt.schema import Rule, check_values
 from piano_gpt.train.checkpoint import CheckpointConfig, load_checkpoint
 
 
@@ -51,42 +53,24 @@ def memorisation_index(cfg: DictConfig, checkpoint_config: CheckpointConfig, tok
     return load_index(str(path), tokenizer.time_unit)
 
 
-def generation_config(cfg: DictConfig) -> GenerationConfig:
-    """The generation options of the command line, every one checked (GenerationConfig's rules)."""
-    return GenerationConfig(
-        n_samples=cfg.n_samples,
-        seed=cfg.seed,
-        **sampling_options(cfg),
-        max_new_tokens=cfg.max_new_tokens,
-        max_notes=cfg.max_notes,
-        max_duration=cfg.duration,
-        context_keep=cfg.context_keep,
-        fast=cfg.fast,
-        grammar=cfg.grammar,
-        max_note_seconds=cfg.max_note_seconds,
-    )
-
-
-def check_paths(cfg: DictConfig) -> None:
-    """The prompt and output options, checked before the checkpoint loads."""
-    notes = cfg.prompt_notes
-    if notes is not None and (isinstance(notes, bool) or not isinstance(notes, int) or notes < 1):
-        raise GenerationError(
-            f"prompt_notes={notes}: must be a number of notes >= 1 (null: the whole prompt)"
-        )
-    output = Path(str(cfg.output_path))
-    if output.is_dir() or str(cfg.output_path).endswith(("/", "\\")):
-        raise GenerationError(f"output_path={cfg.output_path}: is a folder; give a file name (e.g. out.mid)")
-
-
 def run(cfg: DictConfig) -> list[str]:
-    config = generation_config(cfg)
-    check_paths(cfg)
     model, tokenizer, saved = load_checkpoint(cfg.checkpoint_path, device=pick_device(cfg.device))
     checkpoint_config = CheckpointConfig.from_json(saved)
     prompt = read_notes(cfg.prompt_path) if cfg.prompt_path else None
-    if prompt is not None and cfg.prompt_notes is not None:
-        prompt = prompt.iloc[: cfg.prompt_notes].reset_index(drop=True)
+    if prompt is not None and cfg.prompt_notes:
+        prompt = prompt.iloc[: int(cfg.prompt_notes)].reset_index(drop=True)
+    config = GenerationConfig(
+        n_samples=int(cfg.n_samples),
+        seed=int(cfg.seed),
+        **sampling_options(cfg),
+        max_new_tokens=int(cfg.max_new_tokens),
+        max_notes=None if cfg.max_notes is None else int(cfg.max_notes),
+        max_duration=None if cfg.duration is None else float(cfg.duration),
+        context_keep=float(cfg.context_keep),
+        fast=bool(cfg.fast),
+        grammar=bool(cfg.grammar),
+        max_note_seconds=None if cfg.max_note_seconds is None else float(cfg.max_note_seconds),
+    )
     if cfg.mode == "continuation":
         if cfg.n_notes is not None or cfg.time_span is not None:
             raise GenerationError(
@@ -144,12 +128,28 @@ def write_generation(
     return lines
 
 
+def check_options(cfg: DictConfig) -> None:
+    """Every option of the command line checked by its rule before any work (the checkpoint is not
+    loaded yet): ``temperature=nan``, ``seed=abc``, ``prompt_notes=0`` or ``-5`` (which silently used the
+    whole prompt or dropped its last notes), ``output_path=<a folder>``: one line each."""
+    sampling_options(cfg)
+    rules = {("duration" if key == "max_duration" else key): rule for key, rule in GENERATION_RULES.items()}
+    rules["prompt_notes"] = Rule("int", 1, optional=True, meaning="a number of notes (null: all)")
+    try:
+        check_values(cfg, rules)
+    except ValueError as error:
+        raise GenerationError(str(error)) from error
+    if Path(str(cfg.output_path)).is_dir() or str(cfg.output_path).endswith(("/", "\\")):
+        raise GenerationError(f"output_path={cfg.output_path}: is a folder; give a file name (e.g. out.mid)")
+
+
 def _text(value) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
 
 
 @hydra_command("generate")
 def main(cfg: DictConfig) -> None:
+    check_options(cfg)
     for line in run(cfg):
         print(line)
 

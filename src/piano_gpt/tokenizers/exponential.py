@@ -407,13 +407,16 @@ class ExponentialTimeTokenizer(MidiTokenizer):
 
     @classmethod
     def from_dict(cls, data: dict) -> ExponentialTimeTokenizer:
+        special = {"special_tokens": data.get("special_tokens", [])}  # the other fields: the constructor's
+        check_values(special, {"special_tokens": TOKENIZER_RULES["special_tokens"]}, prefix="tokenizer.")
+
         tokenizer = cls(
             time_unit=data["time_unit"],
             max_time_step=data["max_time_step"],
             n_velocity_bins=data["n_velocity_bins"],
             n_special_ids=data["n_special_ids"],
-            special_tokens=data.get("special_tokens", []),
         )
+        tokenizer.add_special_tokens(data.get("special_tokens", []))
         return tokenizer
 
     def note_on_counts(self) -> np.ndarray:

@@ -64,6 +64,14 @@ TRAINING_RULES = {  # every plain training key: what it accepts (model and token
 }
 
 
+def _number(cfg: DictConfig, key: str, minimum: float, meaning: str) -> float:
+    value = OmegaConf.select(cfg, key)
+    problem = Rule("float", minimum, meaning=meaning).problem(value)
+    if problem:
+        fail(f"{key}={value}: must be {problem}")
+    return value
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name.endswith(".parquet")
 
@@ -121,12 +129,7 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
     if name not in OPTIMIZERS:
         fail(f"optimizer.name={name}: use one of {', '.join(OPTIMIZERS)}")
     if name == "muon":
-        try:
-            check_values(
-                cfg, {"optimizer.muon_lr": Rule("float", 0.0, low_open=True, meaning="a learning rate")}
-            )
-        except ValueError as error:
-            fail(str(error))
+        _number(cfg, "optimizer.muon_lr", 1e-12, "a positive learning rate")
         if cfg.system.get("fsdp", False):
             fail("optimizer.name=muon does not shard: use system.fsdp=false (DDP) or optimizer.name=adamw")
     if cfg.system.dtype not in ("auto", "float32", "bfloat16", "float16"):
