@@ -27,7 +27,6 @@ from piano_gpt.generation import (
 )
 from piano_gpt.generation.engine import GENERATION_RULES
 from piano_gpt.midi import read_notes, write_notes
-from piano_gpt.schema import Rule, check_values
 from piano_gpt.train.checkpoint import CheckpointConfig, load_checkpoint
 
 
@@ -132,6 +131,8 @@ def check_options(cfg: DictConfig) -> None:
     """Every option of the command line checked by its rule before any work (the checkpoint is not
     loaded yet): ``temperature=nan``, ``seed=abc``, ``prompt_notes=0`` or ``-5`` (which silently used the
     whole prompt or dropped its last notes), ``output_path=<a folder>``: one line each."""
+    from piano_gpt.schema import Rule, check_values
+
     sampling_options(cfg)
     rules = {("duration" if key == "max_duration" else key): rule for key, rule in GENERATION_RULES.items()}
     rules["prompt_notes"] = Rule("int", 1, optional=True, meaning="a number of notes (null: all)")
