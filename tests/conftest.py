@@ -3,6 +3,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import settings
+
+# Property tests: the same examples on every run (a red CI means the change broke something), no
+# example database carried between runs. `--hypothesis-profile=explore` draws new random examples,
+# many more of them (docs/reliability.md).
+settings.register_profile("ci", derandomize=True, database=None, max_examples=120, print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None, max_examples=5000, print_blob=True)
+settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 # tests/reliability's MIDI writer (midi_fabric) serves the other tests too, imported by name.

@@ -129,11 +129,14 @@ def _next_start(pitch: np.ndarray, start: np.ndarray, order: np.ndarray) -> np.n
 def clip_same_pitch_overlaps(notes: pd.DataFrame) -> pd.DataFrame:
     """A piano key cannot sound twice: end each note by the next strike of its pitch.
 
-    Notes of the same pitch starting at the same time are duplicates; the loudest one is kept.
+    Notes of the same pitch starting at the same time are duplicates; the loudest one is kept (of
+    equally loud ones, the longest: the key is held until the last release).
     """
     if len(notes) == 0:
         return notes
-    notes = notes.sort_values(["start", "pitch", "velocity"], ascending=[True, True, False], kind="stable")
+    notes = notes.sort_values(
+        ["start", "pitch", "velocity", "end"], ascending=[True, True, False, False], kind="stable"
+    )
     notes = notes.drop_duplicates(["start", "pitch"], keep="first").reset_index(drop=True)
     following = next_same_pitch_start(notes)
     notes["end"] = np.minimum(notes["end"].to_numpy(), following)
@@ -357,6 +360,10 @@ def score_to_notes(score, path: str | os.PathLike = "<score>", sustain: bool = T
         same_start = start[1:] == start[:-1]
     repeat = same_start & (pitch[1:] == pitch[:-1])
     if repeat.any():
+        # Equally loud strikes of one pitch together are one note held until the last release (the
+        # longest), whatever order the tracks and channels came in.
+        for i in np.flatnonzero(repeat & (velocity[1:] == velocity[:-1]))[::-1]:
+            end[i] = max(end[i], end[i + 1])
         keep = np.concatenate([[True], ~repeat])
         start, end, pitch, velocity = start[keep], end[keep], pitch[keep], velocity[keep]
     # Sorted by start and (start, pitch) unique: a stable sort by pitch orders by pitch then start.

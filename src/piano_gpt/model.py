@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from piano_gpt import model_kernels as kernels
+from piano_gpt.schema import Rule, check_values
 
 
 @dataclass
@@ -55,6 +56,11 @@ class GPTConfig:
     qk_norm: bool = False  # RMSNorm of queries and keys, per head
 
     def __post_init__(self) -> None:
+        # Untrusted configs (a checkpoint's config.json, a command line) reach here: every field is
+        # checked, with bounds far above any piano model, before a single tensor is allocated.
+        check_values(self.__dict__, MODEL_RULES, prefix="model.")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd={self.n_embd} must be divisible by model.n_head={self.n_head}")
         choices = {"architecture": ARCHITECTURES, "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -83,6 +89,23 @@ class GPTConfig:
 
 
 ARCHITECTURES = ("gpt2", "piano", "custom")
+MODEL_RULES = {
+    "block_size": Rule("int", 1, 1 << 20, meaning="the context length"),
+    "vocab_size": Rule("int", 1, 1 << 22),
+    "n_layer": Rule("int", 1, 1024, meaning="the number of blocks"),
+    "n_head": Rule("int", 1, 1024),
+    "n_embd": Rule("int", 1, 1 << 16, meaning="the embedding width"),
+    "dropout": Rule("float", 0.0, 1.0, meaning="a probability below 1"),
+    "bias": Rule("bool"),
+    "music_time_embedding": Rule("bool"),
+    "max_music_time": Rule("int", 1, 1 << 24),
+    "architecture": Rule("str"),
+    "rotary": Rule("bool"),
+    "rope_base": Rule("float", 1.0, low_open=True),
+    "norm": Rule("str"),
+    "mlp": Rule("str"),
+    "qk_norm": Rule("bool"),
+}
 
 
 def swiglu_hidden(n_embd: int) -> int:

@@ -166,7 +166,7 @@ class Performance:
         Read from the events as written: a note-off (or velocity-0 note-on) ends the oldest sounding
         note of its track, channel and pitch; a note never ended is dropped; drum-channel notes are
         ignored. Then, as ``read_notes`` documents: notes of one pitch starting together are one note
-        (the loudest) and a pitch struck again ends its previous note.
+        (the loudest; of equally loud ones, the longest) and a pitch struck again ends its previous note.
         """
         raw = []  # (pitch, velocity, start tick, end tick)
         for track in self.final_tracks():
@@ -187,7 +187,8 @@ class Performance:
         # The parser hands out times as float32 seconds: ticks close together at late times coincide.
         start = self.seconds(start_tick).astype(np.float32).astype(np.float64)
         end = self.seconds(end_tick).astype(np.float32).astype(np.float64)
-        order = sorted(range(len(raw)), key=lambda i: (start[i], pitch[i], -velocity[i]))
+        # Equally loud strikes together: the longest (held until the last release).
+        order = sorted(range(len(raw)), key=lambda i: (start[i], pitch[i], -velocity[i], -end[i]))
         result, seen = [], set()
         for i in order:
             if (start[i], pitch[i]) in seen:

@@ -33,7 +33,8 @@ from midi_fabric import (
 from piano_gpt.midi import MAX_MIDI_BYTES, MAX_NOTES, MAX_SECONDS, MAX_TICKS, MidiReadError, read_notes
 
 HERE = Path(__file__).resolve().parent
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# max_examples comes from the profile (tests/conftest.py): 120 derandomized by default, more to explore.
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def write(data: bytes, folder: Path | None = None) -> Path:
@@ -110,8 +111,59 @@ def assert_same_notes(got, expected) -> None:
 
 
 def canonical(pitch, velocity, start, end):
-    order = np.lexsort((velocity, pitch, start))
+    """By pitch, then start: near-equal starts of different pitches (an ulp apart, and the parser's
+    float32 arithmetic differs from the reference's by about that) cannot swap the order."""
+    order = np.lexsort((velocity, start, pitch))
     return pitch[order], velocity[order], start[order], end[order]
+
+
+RESOLUTION_ULPS = 8  # the parser's float32 seconds can differ from the exact time by a few ulps
+
+
+def strikes_below_resolution(performance: Performance) -> bool:
+    """Whether two strikes of one pitch, at different ticks, start closer than the reader's time
+    resolution (float32 seconds: ~1e-7 of the time). ``read_notes`` keeps one note per (start, pitch)
+    in those float32 seconds, so such strikes may be read as one note or two: 3 ticks at 3 us per
+    quarter are 20 ns apart, 5 orders of magnitude below the tokenizer's 10 ms. Which of the two the
+    parser gives depends on its own rounding, which no reference model reproduces bit for bit."""
+    by_pitch: dict[int, set[int]] = {}
+    for note in performance.notes:
+        if note.channel != DRUM_CHANNEL:
+            by_pitch.setdefault(note.pitch, set()).add(note.start)
+    for starts in by_pitch.values():
+        if len(starts) < 2:
+            continue
+        ticks = np.array(sorted(starts))
+        seconds = performance.seconds(ticks)
+        resolution = RESOLUTION_ULPS * np.spacing(np.float32(np.abs(seconds).max()))
+        if (np.diff(seconds) <= resolution).any():
+            return True
+    return False
+
+
+def check_read(performance: Performance, label=event) -> None:
+    """The property: the reference reader's notes, or our refusal; strikes of one pitch closer than
+    the float32 resolution may merge (see :func:`strikes_below_resolution`). ``label``: hypothesis's
+    ``event`` (a statistics label) inside a property test."""
+    result = read_or_error(performance.to_bytes(), sustain=False)
+    expected = performance.expected_notes()
+    label(re.sub(r"\d+", "N", result.problem)[:45] if isinstance(result, MidiReadError) else "read")
+    if performance.longest_track_ticks() > MAX_TICKS:
+        assert isinstance(result, MidiReadError) and "a reader can count" in result.problem
+    elif len(expected[0]) == 0:
+        assert isinstance(result, MidiReadError) and "no notes" in result.problem
+    elif expected[3].max() > MAX_SECONDS:
+        assert isinstance(result, MidiReadError) and "s limit" in result.problem
+    else:
+        assert not isinstance(result, MidiReadError), result
+        assert note_table_problem(result) is None
+        if strikes_below_resolution(performance):
+            label("strikes of one pitch closer than the float32 resolution")
+            assert set(result["pitch"]) == set(expected[0].tolist())
+            assert len(result) <= len(expected[0]) + 1
+            return
+        got = result.sort_values(["pitch", "start", "velocity"], kind="stable")
+        assert_same_notes(got, canonical(*expected))
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -122,20 +174,47 @@ def canonical(pitch, velocity, start, end):
 def test_notes_are_read_correctly_or_refused_clearly(performance):
     """Types 0/1/2, many tracks, tempo changes, any division, running status, velocity-0 note-offs,
     zero-length and overlapping notes, drums, pitches outside the piano, huge delta times."""
+    check_read(performance)
+
+
+@pytest.mark.parametrize(
+    ("tpq", "tempos", "start", "gap"),
+    [
+        (480, [(3409, 3), (9939, 3)], 4671, 5),  # the reference kept 3 notes, the parser 2
+        (17762, [(165141, 5163347), (34326, 3), (4505, 3), (192973, 3)], 110328, 3),  # 2 against 3
+        (384, [(4338, 3), (1138, 3), (768, 3)], 4220, 3),
+    ],
+)
+def test_strikes_closer_than_the_time_resolution(tpq, tempos, start, gap):
+    """The cases that made the property test fail at random: 3 us per quarter, zero-length strikes
+    of one pitch a few ticks (tens of nanoseconds) apart."""
+    notes = [
+        Note(60, 64, start, start),
+        Note(60, 70, start + gap, start + gap),
+        Note(62, 64, start + 50, start + 60),
+        Note(60, 80, start + 2 * gap, start + 2 * gap + 1000),
+    ]
+    performance = Performance(notes, tempos=tempos, tpq=tpq)
+    assert strikes_below_resolution(performance)
+    check_read(performance, label=lambda _: None)
+
+
+@pytest.mark.parametrize("fmt", [0, 1])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_equally_loud_strikes_together_last_until_the_last_release(fmt, reverse):
+    """Found by the explore profile: two strikes of one pitch at one tick, equally loud, on two
+    channels: the note kept was whichever the parser listed first. Now the longest, in any order."""
+    notes = [Note(60, 50, 96, 96, channel=1), Note(60, 50, 96, 192, channel=0)]
+    performance = Performance(notes[::-1] if reverse else notes, fmt=fmt, tpq=96)
+    check_read(performance, label=lambda _: None)
     result = read_or_error(performance.to_bytes(), sustain=False)
-    expected = performance.expected_notes()
-    event(re.sub(r"\d+", "N", result.problem)[:45] if isinstance(result, MidiReadError) else "read")
-    if performance.longest_track_ticks() > MAX_TICKS:
-        assert isinstance(result, MidiReadError) and "a reader can count" in result.problem
-    elif len(expected[0]) == 0:
-        assert isinstance(result, MidiReadError) and "no notes" in result.problem
-    elif expected[3].max() > MAX_SECONDS:
-        assert isinstance(result, MidiReadError) and "s limit" in result.problem
-    else:
-        assert not isinstance(result, MidiReadError), result
-        assert note_table_problem(result) is None
-        got = result.sort_values(["start", "pitch", "velocity"], kind="stable")
-        assert_same_notes(got, canonical(*expected))
+    assert len(result) == 1 and result["end"].iloc[0] == pytest.approx(1.0)  # 192 ticks at 120 bpm
+
+
+def test_property_tests_are_derandomized_by_default():
+    """CI and the README's command run the same examples every time (tests/conftest.py); the random
+    exploration is ``--hypothesis-profile=explore``."""
+    assert settings.default.derandomize and settings.default.database is None
 
 
 @SETTINGS

@@ -13,8 +13,10 @@ from omegaconf import DictConfig
 from piano_gpt.configs import CONFIG_DIR
 from piano_gpt.evaluation.piano_eval import EvaluationError
 from piano_gpt.generation import GenerationError
+from piano_gpt.generation.sampling import SAMPLING_RULES
 from piano_gpt.hub import HubError
 from piano_gpt.midi import MidiReadError
+from piano_gpt.schema import check_values
 from piano_gpt.train.checkpoint import CheckpointError
 from piano_gpt.train.config import ConfigError
 
@@ -36,14 +38,14 @@ USER_ERRORS = (
 
 
 def sampling_options(cfg: DictConfig) -> dict:
-    """The sampling keys a generating command's config has (temperature, top_k, top_p, min_p), typed."""
-    options = {
-        "temperature": float(cfg.temperature),
-        "top_k": None if cfg.top_k is None else int(cfg.top_k),
-        "top_p": float(cfg.top_p),
-    }
-    if "min_p" in cfg:
-        options["min_p"] = float(cfg.min_p)
+    """The sampling keys a generating command's config has (temperature, top_k, top_p, min_p), checked
+    (``temperature=hot`` or ``nan``: a :class:`CommandError` in one line, before any work)."""
+    keys = [key for key in SAMPLING_RULES if key in cfg]
+    options = {key: cfg[key] for key in keys}
+    try:
+        check_values(options, {key: SAMPLING_RULES[key] for key in keys})
+    except ValueError as error:
+        raise CommandError(str(error)) from error
     return options
 
 

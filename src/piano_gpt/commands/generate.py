@@ -29,6 +29,7 @@ from piano_gpt.generation import (
     load_index,
     task_samples,
 )
+from piano_gpt.generation.engine import GENERATION_RULES
 from piano_gpt.midi import read_notes, write_notes
 from piano_gpt.train.checkpoint import CheckpointConfig, find_checkpoint, load_checkpoint
 
@@ -153,12 +154,30 @@ def write_generation(
     return lines
 
 
+def check_options(cfg: DictConfig) -> None:
+    """Every option of the command line checked by its rule before any work (the checkpoint is not
+    loaded yet): ``temperature=nan``, ``seed=abc``, ``prompt_notes=0`` or ``-5`` (which silently used the
+    whole prompt or dropped its last notes), ``output_path=<a folder>``: one line each."""
+    from piano_gpt.schema import Rule, check_values
+
+    sampling_options(cfg)
+    rules = {("duration" if key == "max_duration" else key): rule for key, rule in GENERATION_RULES.items()}
+    rules["prompt_notes"] = Rule("int", 1, optional=True, meaning="a number of notes (null: all)")
+    try:
+        check_values(cfg, rules)
+    except ValueError as error:
+        raise GenerationError(str(error)) from error
+    if Path(str(cfg.output_path)).is_dir() or str(cfg.output_path).endswith(("/", "\\")):
+        raise GenerationError(f"output_path={cfg.output_path}: is a folder; give a file name (e.g. out.mid)")
+
+
 def _text(value) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
 
 
 @hydra_command("generate")
 def main(cfg: DictConfig) -> None:
+    check_options(cfg)
     for line in run(cfg):
         print(line)
 

@@ -20,7 +20,7 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
     keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
     for key in keys:
         value = OmegaConf.select(cfg, key)
-        if key in ("checkpoint_path", "resume") or isinstance(value, DictConfig):
+        if key in ("checkpoint_path", "resume", "force_resume") or isinstance(value, DictConfig):
             continue  # config groups (model=...) cannot change under a resumed run
         OmegaConf.update(saved, key, value, force_add=True)
     return saved, path
@@ -29,9 +29,10 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
 @hydra_command("gpt2_pretraining")
 def run(cfg: DictConfig) -> None:
     resume_from = None
+    force_resume = bool(cfg.get("force_resume", False))  # this command line's, never a saved one
     if cfg.get("resume"):
         cfg, resume_from = resume_config(cfg)
-    run_dir = train(cfg, resume_from=resume_from)
+    run_dir = train(cfg, resume_from=resume_from, force_resume=force_resume)
     summary = summarize_log(run_dir)
     print(f"run: {run_dir}")
     print(f"val_loss: {summary['first_val_loss']} -> {summary['last_val_loss']}")

@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from piano_gpt.data.records import MAX_PAUSE, cut_at_pauses
-from piano_gpt.data.sources import MidiFileItem, dataset_items, item_notes, item_source
+from piano_gpt.data.sources import MidiFileItem, dataset_fingerprint, dataset_items, item_notes, item_source
 from piano_gpt.midi import MAX_NOTES, MAX_SECONDS, MidiReadError, make_notes
 from piano_gpt.tokenizers import MidiTokenizer, tokenizer_from_dict
 
@@ -59,7 +59,7 @@ def tokenize_item(item, tokenizer: MidiTokenizer | None = None, max_pause: float
             for name in ("pitch", "velocity", "start", "end"):
                 array[name] = part[name].to_numpy()
             out.append((tokens, array, item_source(item)))
-        return out
+        return out or f"{_label(item)}: {no_record_reason(notes)}"
     except MidiReadError as error:
         return str(error)
     except (Exception, SystemExit) as error:  # any other failure of one item is reported, never fatal
@@ -78,7 +78,23 @@ def notes_problem(notes) -> str | None:
         return "note times are not finite"
     if end.max() > MAX_SECONDS or start.min() < -MAX_SECONDS:
         return f"notes span beyond the {MAX_SECONDS:.0f} s limit"
+    if end.max() <= start.min():
+        return f"all {len(notes)} notes sound at one instant, for no time (a zero tempo?)"
     return None
+
+
+def no_record_reason(notes: pd.DataFrame) -> str:
+    """Why a note table that read fine gave no record (every item ends as records or a reason)."""
+    if len(notes) == 0:
+        return "no notes"
+    pitch = notes["pitch"].to_numpy()
+    piano = notes[(pitch >= 21) & (pitch <= 108)]
+    if len(piano) == 0:
+        return f"no notes in the piano range (pitches 21-108): all {len(notes)} are outside it"
+    return (
+        f"too few notes: {len(piano)} piano notes; a record needs {MIN_RECORD_NOTES} "
+        f"between pauses of more than {MAX_PAUSE:g} s"
+    )
 
 
 def _label(item) -> str:
@@ -89,14 +105,23 @@ def _label(item) -> str:
 
 
 def shards_key(dataset_cfg: dict, tokenizer: MidiTokenizer) -> str:
-    """Shards depend on what the dataset config names and on the tokenizer's note encoding.
+    """Shards depend on what the dataset config names, on the contents of the files it is made from
+    (a bad file replaced by a good one rebuilds) and on the tokenizer's note encoding.
 
     Special tokens (composers, tasks) never appear in encoded notes, so they are left out of the key:
     adding them to a tokenizer does not re-tokenize a corpus.
     """
     relevant = {k: dataset_cfg.get(k) for k in ("type", "path", "base_datasets", "extra_datasets")}
     encoding = _without_special_tokens(tokenizer.to_dict())
-    payload = json.dumps({"dataset": relevant, "tokenizer": encoding, "format": SHARD_FORMAT}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "dataset": relevant,
+            "contents": dataset_fingerprint(dataset_cfg),
+            "tokenizer": encoding,
+            "format": SHARD_FORMAT,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -279,6 +304,7 @@ def build_split(
     n_workers = n_workers if n_workers is not None else (os.cpu_count() or 1)
 
     rows, errors = [], []
+    with_records = 0
     token_offset = note_offset = 0
     with open(tmp / "tokens.u16", "wb") as token_file, open(tmp / "notes.raw", "wb") as note_file:
         for item, result in _map_items(
@@ -288,6 +314,7 @@ def build_split(
                 errors.append({"item": _label(item), "error": result})
                 print(f"skipped {result}", file=sys.stderr)
                 continue
+            with_records += 1
             for tokens, notes, source in result:
                 token_file.write(tokens.tobytes())
                 note_file.write(notes.tobytes())
@@ -309,12 +336,15 @@ def build_split(
     columns = ["token_offset", "token_count", "note_offset", "note_count", "duration", "source"]
     pd.DataFrame(rows, columns=columns).to_parquet(tmp / "index.parquet")
     (tmp / "errors.json").write_text(json.dumps(errors, indent=1))
+    if with_records + len(errors) != len(items):  # the accounting: no item is lost without a word
+        raise RuntimeError(f"{len(items)} items gave {with_records} with records and {len(errors)} errors")
     manifest = {
         "format": SHARD_FORMAT,
         "records": len(rows),
         "tokens": token_offset,
         "notes": note_offset,
         "items": len(items),
+        "items_with_records": with_records,
         "errors": len(errors),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -344,9 +374,14 @@ def build_shards(
         items = dataset_items(dataset_cfg, split)
         built[split] = build_split(items, tokenizer, split_root, n_workers, desc=f"tokenizing {split}")
         manifest = json.loads((split_root / "manifest.json").read_text())
-        print(
-            f"built {split}: {manifest['records']} records, {manifest['notes']} notes, "
-            f"{manifest['tokens']} tokens ({manifest['errors']} items skipped) in {split_root}",
-            file=sys.stderr,
-        )
+        print(build_summary(split, manifest, split_root), file=sys.stderr)
     return built
+
+
+def build_summary(split: str, manifest: dict, root: Path) -> str:
+    """One line on a built split; its item counts add up (items = with records + skipped)."""
+    return (
+        f"built {split}: {manifest['items']} items = {manifest['items_with_records']} with records + "
+        f"{manifest['errors']} skipped (reasons in {root / 'errors.json'}); {manifest['records']} records, "
+        f"{manifest['notes']} notes, {manifest['tokens']} tokens in {root}"
+    )

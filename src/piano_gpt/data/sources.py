@@ -6,6 +6,7 @@ so a file that cannot be parsed costs only itself. Items are plain data (picklab
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,48 @@ def dataset_items(dataset_cfg: dict, split: str) -> list:
     return items
 
 
+def dataset_files(dataset_cfg: dict) -> list[Path]:
+    """The local files a dataset config's items are made from, in a fixed order (hub datasets, known
+    by name only, have none here): what the shard cache key hashes."""
+    from piano_gpt.data.demo import DEMO_CORPUS_PATH
+
+    kind = dataset_cfg.get("type", "demo")
+    names = list(dataset_cfg.get("extra_datasets") or [])
+    files: list[Path] = []
+    if kind == "demo":
+        files.append(DEMO_CORPUS_PATH)
+    elif kind == "maestro":
+        path = Path(dataset_cfg["path"]).expanduser()
+        csv = maestro_csv(path)
+        files += [csv, *(path / name for name in pd.read_csv(csv)["midi_filename"])]
+    elif kind == "hf":
+        names = list(dataset_cfg.get("base_datasets") or []) + names
+    for name in names:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            files += sorted(f for f in path.rglob("*") if f.is_file())
+        elif path.exists():
+            files.append(path)
+    return files
+
+
+def dataset_fingerprint(dataset_cfg: dict) -> str:
+    """sha256 over the names and contents of :func:`dataset_files` (a missing file counts as such).
+
+    Contents, not sizes and mtimes: a replaced file keeps its size and, copied with ``cp -p`` or
+    ``rsync -t`` or unpacked from an archive, its mtime. Piano MIDI is small, so hashing a whole corpus
+    is cheap next to building or training on it (``bench/dataset_fingerprint.py``)."""
+    digest = hashlib.sha256()
+    for path in dataset_files(dataset_cfg):
+        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\0")
+        try:
+            with open(path, "rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+        except OSError:
+            digest.update(b"<missing>")
+    return digest.hexdigest()
+
+
 def save_records_as_parquet(records: list[dict], path: str | Path) -> Path:
     """Write records in the epr-labs schema to a parquet file (what ``hf_items`` reads)."""
     import datasets
@@ -152,6 +195,8 @@ def save_records_as_parquet(records: list[dict], path: str | Path) -> Path:
 __all__ = [
     "MidiFileItem",
     "RecordItem",
+    "dataset_files",
+    "dataset_fingerprint",
     "dataset_items",
     "demo_items",
     "hf_items",

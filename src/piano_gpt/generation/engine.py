@@ -38,6 +38,7 @@ from piano_gpt.generation.runner import runner_for
 from piano_gpt.generation.sampling import Sampler, SamplingConfig
 from piano_gpt.midi import clip_same_pitch_overlaps, empty_notes, make_notes
 from piano_gpt.model import GPT
+from piano_gpt.schema import Rule, check_values
 from piano_gpt.tokenizers import CLS_TOKEN, EOGENAI_TOKEN, GENAI_TOKEN, PAD_TOKEN, MidiTokenizer
 
 STOP_EOGENAI = "eogenai"
@@ -45,6 +46,19 @@ STOP_MAX_NOTES = "max_notes"
 STOP_MAX_DURATION = "max_duration"
 STOP_MAX_NEW_TOKENS = "max_new_tokens"
 STOP_CONTEXT = "context"
+
+
+GENERATION_RULES = {
+    "n_samples": Rule("int", 1, 4096, meaning="a number of samples"),
+    "seed": Rule("int", 0, 2**63 - 4097, meaning="a random seed"),
+    "max_new_tokens": Rule("int", 1, meaning="a number of tokens"),
+    "max_notes": Rule("int", 1, optional=True, meaning="a number of notes (or null)"),
+    "max_duration": Rule("float", 0.0, low_open=True, optional=True, meaning="seconds (or null)"),
+    "max_note_seconds": Rule("float", 0.0, low_open=True, optional=True, meaning="seconds (or null)"),
+    "context_keep": Rule("float", 0.0, 0.999, low_open=True, meaning="a share of the window"),
+    "fast": Rule("bool"),
+    "grammar": Rule("bool"),
+}
 
 
 @dataclass(frozen=True)
@@ -67,19 +81,11 @@ class GenerationConfig:
     max_note_seconds: float | None = DEFAULT_MAX_NOTE_SECONDS  # longest note; None: no limit
 
     def __post_init__(self):
+        try:
+            check_values(asdict(self), GENERATION_RULES)
+        except ValueError as error:
+            raise GenerationError(str(error)) from error
         self.sampling  # noqa: B018 (validates the sampling options)
-        if self.n_samples < 1:
-            raise GenerationError(f"n_samples={self.n_samples}: must be >= 1")
-        if self.max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens={self.max_new_tokens}: must be >= 1")
-        if self.max_notes is not None and self.max_notes < 1:
-            raise GenerationError(f"max_notes={self.max_notes}: must be >= 1 (or None)")
-        if self.max_duration is not None and not self.max_duration > 0:
-            raise GenerationError(f"max_duration={self.max_duration}: must be > 0 seconds (or None)")
-        if self.max_note_seconds is not None and not self.max_note_seconds > 0:
-            raise GenerationError(f"max_note_seconds={self.max_note_seconds}: must be > 0 seconds (or None)")
-        if not 0 < self.context_keep < 1:
-            raise GenerationError(f"context_keep={self.context_keep}: must be in (0, 1)")
 
     @property
     def sampling(self) -> SamplingConfig:

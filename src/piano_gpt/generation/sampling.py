@@ -12,6 +12,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from piano_gpt.generation.conditioning import GenerationError
+from piano_gpt.schema import Rule, check_values
+
+SAMPLING_RULES = {  # nan and inf are refused: they would turn every probability into nan
+    "temperature": Rule("float", 0.0, 1e6, meaning="a temperature (0: greedy)"),
+    "top_k": Rule("int", 0, optional=True, meaning="a number of ids (0 or null: off)"),
+    "top_p": Rule("float", 0.0, 1.0, low_open=True, meaning="a probability mass (1: off)"),
+    "min_p": Rule("float", 0.0, 0.999999, meaning="a share of the top probability (0: off)"),
+}
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -23,14 +33,7 @@ class SamplingConfig:
     min_p: float = 0.0
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature}: must be >= 0 (0 is greedy)")
-        if self.top_k is not None and self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k}: must be >= 0 (0 or None: off)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p}: must be in (0, 1] (1: off)")
-        if not 0 <= self.min_p < 1:
-            raise ValueError(f"min_p={self.min_p}: must be in [0, 1) (0: off)")
+        check_values(asdict(self), SAMPLING_RULES)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,8 +57,11 @@ class Sampler:
         logits = logits.float() + self.bias
         if allowed is not None:
             logits = logits.masked_fill(~allowed[: logits.size(0)], float("-inf"))
+        # A nan logit (a broken model) is no probability: argmax would otherwise pick it, masked or not.
+        logits = logits.masked_fill(logits.isnan(), float("-inf"))
+        possible = logits > float("-inf")
         if config.temperature == 0:
-            return logits.argmax(dim=-1)
+            return self._only_possible(logits, possible)
         if config.temperature != 1:
             logits = logits / config.temperature
         if self.top_k:
@@ -74,4 +80,14 @@ class Sampler:
         for row, generator in enumerate(self.generators[: probs.size(0)]):
             noise[row].exponential_(generator=generator)
         noise.clamp_(min=torch.finfo(noise.dtype).tiny)  # a zero draw over a masked id would be 0/0
-        return (probs / noise).argmax(dim=-1)
+        return self._only_possible((probs / noise).nan_to_num(nan=-1.0), possible)
+
+    @staticmethod
+    def _only_possible(scores: torch.Tensor, possible: torch.Tensor) -> torch.Tensor:
+        """The best-scoring id of each row among the possible (allowed, finite-logit) ones; never a
+        masked id. A row with none (every logit nan or masked) is an error, not a silent id 0."""
+        if not possible.any(dim=-1).all():
+            raise GenerationError(
+                "no allowed token has a finite logit (the model's output is nan or all masked)"
+            )
+        return scores.masked_fill(~possible, float("-inf")).argmax(dim=-1)

@@ -100,20 +100,35 @@ class StoredGeneration:
 
 
 # ------------------------------------------------------------------------------------ normalisation
+def unicode_text(value: str, what: str = "text") -> str:
+    """``value`` if it can be stored (UTF-8): a lone surrogate (``"bad\\udc80"``, e.g. from a file name
+    decoded with surrogateescape) is a ``ValueError`` in one line naming the field and the position."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{what} {value[:60]!r} is not valid Unicode: a lone surrogate {value[error.start]!r} at "
+            f"position {error.start} cannot be stored; fix the text (or decode its source as UTF-8)"
+        ) from None
+    return value
+
+
 def to_json_value(value: Any) -> Any:
     """A JSON-ready copy: numpy scalars/arrays to Python, tuples to lists, paths to str, NaN/inf to None."""
     if isinstance(value, Mapping):
-        return {str(key): to_json_value(item) for key, item in value.items()}
+        return {unicode_text(str(key), "a key"): to_json_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple | np.ndarray):
         return [to_json_value(item) for item in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        return unicode_text(value)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, PurePath):
-        return str(value)
+        return unicode_text(str(value), "a path")
     raise TypeError(f"cannot store {type(value).__name__} as JSON: {value!r}")
 
 
@@ -157,6 +172,9 @@ def _model_spec(model: Any) -> dict[str, Any]:
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError("a model needs a non-empty name")
+    unicode_text(name, "model name")
+    if spec.get("checkpoint_path") is not None:
+        unicode_text(str(spec["checkpoint_path"]), "model checkpoint_path")
     return {
         "name": name,
         "checkpoint_path": None if spec.get("checkpoint_path") is None else str(spec["checkpoint_path"]),
@@ -199,7 +217,7 @@ def _prompt_spec(prompt: Any) -> dict[str, Any] | None:
 
     def text(name: str) -> str | None:
         value = spec.get(name, known.get(name))
-        return None if value is None else str(value)
+        return None if value is None else unicode_text(str(value), f"prompt {name}")
 
     row: dict[str, Any] = {
         "title": text("title"),
@@ -456,8 +474,9 @@ class GenerationStore:
         }
         for column, value in exact.items():
             if value is not None:
-                statement = statement.where(column == value)
+                statement = statement.where(column == unicode_text(str(value), column.key))
         if search:
+            unicode_text(search, "search")
             statement = statement.where(
                 or_(
                     Prompt.title.icontains(search, autoescape=True),

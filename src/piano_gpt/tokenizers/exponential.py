@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from piano_gpt.midi import empty_notes
+from piano_gpt.schema import Rule, check_values
 from piano_gpt.tokenizers.base import (
     CLS_TOKEN,
     EOGENAI_TOKEN,
@@ -24,6 +25,13 @@ from piano_gpt.tokenizers.base import (
 )
 
 MIN_PITCH, MAX_PITCH = 21, 108
+TOKENIZER_RULES = {
+    "time_unit": Rule("float", 0.0, 60.0, low_open=True, meaning="seconds per time unit"),
+    "max_time_step": Rule("float", 0.0, 3600.0, low_open=True, meaning="the longest time token, in seconds"),
+    "n_velocity_bins": Rule("int", 1, 128),
+    "n_special_ids": Rule("int", 0, 1 << 20),
+    "special_tokens": Rule("list", optional=True),
+}
 NOTE_COLUMNS = ("pitch", "velocity", "start", "end")
 
 
@@ -54,6 +62,23 @@ class ExponentialTimeTokenizer(MidiTokenizer):
         n_special_ids: int = 1024,
         special_tokens: list[str] | None = None,
     ):
+        # A tokenizer.json or a config is untrusted: time_unit=0 alone would loop forever below.
+        check_values(
+            {
+                "time_unit": time_unit,
+                "max_time_step": max_time_step,
+                "n_velocity_bins": n_velocity_bins,
+                "n_special_ids": n_special_ids,
+                "special_tokens": special_tokens,
+            },
+            TOKENIZER_RULES,
+            prefix="tokenizer.",
+        )
+        if max_time_step / time_unit > 2**40:
+            raise ValueError(
+                f"tokenizer.max_time_step={max_time_step} is over 2**40 time units of {time_unit}: "
+                "use a larger time_unit"
+            )
         self._time_unit = float(time_unit)
         self.max_time_step = float(max_time_step)
         self.n_velocity_bins = int(n_velocity_bins)
@@ -105,6 +130,8 @@ class ExponentialTimeTokenizer(MidiTokenizer):
 
     def add_special_tokens(self, tokens: list[str]) -> list[int]:
         for token in tokens:
+            if not isinstance(token, str):
+                raise ValueError(f"special token {token!r} is not a string")
             if token in self._token_to_id:
                 continue
             slot = self.first_special_id + len(self.special_tokens)
@@ -380,6 +407,9 @@ class ExponentialTimeTokenizer(MidiTokenizer):
 
     @classmethod
     def from_dict(cls, data: dict) -> ExponentialTimeTokenizer:
+        special = {"special_tokens": data.get("special_tokens", [])}  # the other fields: the constructor's
+        check_values(special, {"special_tokens": TOKENIZER_RULES["special_tokens"]}, prefix="tokenizer.")
+
         tokenizer = cls(
             time_unit=data["time_unit"],
             max_time_step=data["max_time_step"],

@@ -30,9 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from piano_gpt.model import GPT, GPTConfig
+from piano_gpt.schema import Rule, check_values
 from piano_gpt.tokenizers import MidiTokenizer, load_tokenizer
 
 CHECKPOINT_FORMAT = 1
@@ -364,6 +366,42 @@ def read_checkpoint_config(path: str | os.PathLike, verify: bool = False) -> Che
     return CheckpointConfig.from_json(data)
 
 
+def resume_would_replace(resume_from: str | os.PathLike, run_dir: Path, run_name: str) -> str | None:
+    """What resuming from ``resume_from`` into ``run_dir`` would destroy, or None.
+
+    A resumed run writes ``<run_name>-last`` (and ``-best`` when it improves on the best loss it
+    carries) from its own, older history: a ``-last`` further along or a ``-best`` better than that
+    best would be silently replaced. Checkpoints that cannot be read are not protected here (saving
+    replaces an incomplete one anyway)."""
+    source_dir = resolve_checkpoint(resume_from)
+    source = read_checkpoint_config(source_dir)
+    source_iter, source_best = source.iter_num, source.best_val_loss
+    try:
+        last_dir = resolve_checkpoint(run_dir / f"{run_name}-last")
+        last = read_checkpoint_config(last_dir)
+    except (CheckpointError, OSError):
+        last_dir = last = None
+    if last_dir is not None and last_dir.resolve() != source_dir.resolve():
+        if _number(last.iter_num) and _number(source_iter) and last.iter_num > source_iter:
+            return f"{last_dir.name} (iter {last.iter_num}, newer than iter {source_iter} resumed from)"
+    try:
+        best_dir = resolve_checkpoint(run_dir / f"{run_name}-best")
+        best = read_checkpoint_config(best_dir)
+    except (CheckpointError, OSError):
+        best_dir = best = None
+    if best_dir is not None and best_dir.resolve() != source_dir.resolve():
+        best_loss = best.best_val_loss if _number(best.best_val_loss) else best.val_loss
+        if _number(best_loss) and _number(source_best) and best_loss < source_best:
+            return (
+                f"{best_dir.name} (val loss {best_loss:.4g}, better than the {source_best:.4g} resumed from)"
+            )
+    return None
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[GPT, MidiTokenizer, dict]:
@@ -373,10 +411,18 @@ def load_checkpoint(
     """
     path = resolve_checkpoint(path)
     config = verify_checkpoint(path) if verify else _read_json(path / "config.json", "the checkpoint config")
+    model_config = checked_model_config(path, config)
+    check_weight_shapes(path, model_config)  # before a byte is allocated: the header may disagree
     try:
-        model = GPT(GPTConfig.from_dict(config["model"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: config.json has no usable model config ({error})") from error
+        tokenizer = load_tokenizer(path / "tokenizer.json")
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise CheckpointError(f"{path}: tokenizer.json is unusable ({error})") from error
+    if tokenizer.vocab_size > model_config.vocab_size:
+        raise CheckpointError(
+            f"{path}: tokenizer.json has {tokenizer.vocab_size} tokens, more than the model's "
+            f"vocab_size={model_config.vocab_size}; the checkpoint is inconsistent"
+        )
+    model = GPT(model_config)
     try:
         load_model(model, str(path / "model.safetensors"), device=str(device))
     except Exception as error:  # safetensors raises its own error types for bad headers and shapes
@@ -384,11 +430,79 @@ def load_checkpoint(
             f"{path}: model.safetensors does not hold this model's weights ({type(error).__name__}: {error})"
         ) from error
     model.to(device).eval()
-    try:
-        tokenizer = load_tokenizer(path / "tokenizer.json")
-    except (ValueError, TypeError, KeyError) as error:
-        raise CheckpointError(f"{path}: tokenizer.json is unusable ({error})") from error
     return model, tokenizer, config
+
+
+def checked_model_config(path: Path, config: dict) -> GPTConfig:
+    """The model config of a checkpoint's config.json, every field checked (``GPTConfig`` checks
+    types and bounds); a :class:`CheckpointError` in one line otherwise."""
+    try:
+        model_config = config["model"]
+        if not isinstance(model_config, dict):
+            raise TypeError("the model section is not an object")
+        return GPTConfig.from_dict(model_config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: config.json has no usable model config ({error})") from error
+
+
+def weight_shapes(file: Path) -> dict[str, list[int]]:
+    """The tensor names and shapes of a safetensors file, from its header only (nothing is loaded)."""
+    with safe_open(str(file), framework="pt") as handle:
+        return {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+
+
+def check_weight_shapes(path: Path, model_config: GPTConfig) -> None:
+    """Refuse a checkpoint whose config.json declares a model other than the one its weights hold.
+
+    The checksums only say the files are the ones the manifest names, not that they agree: a config
+    that declares a huge model would otherwise be built (allocated) before loading the weights fails.
+    The expected shapes come from the model built on the meta device (no memory)."""
+    weights = path / "model.safetensors"
+    try:
+        stored = weight_shapes(weights)
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(
+            f"{path}: model.safetensors is unreadable ({type(error).__name__}: {error})"
+        ) from error
+    layers = {name.split(".")[2] for name in stored if name.startswith("transformer.h.")}
+    if len(layers) != model_config.n_layer:
+        raise CheckpointError(
+            f"{path}: model.safetensors does not hold this model's weights: config.json declares "
+            f"n_layer={model_config.n_layer}, the file holds {len(layers)} layers"
+        )
+    with torch.device("meta"):
+        expected = GPT(model_config)
+    groups: dict[int, list[tuple[str, torch.Tensor]]] = {}
+    for name, tensor in expected.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append((name, tensor))
+    known = {name for group in groups.values() for name, _ in group}
+    unknown = sorted(set(stored) - known)
+    if unknown:
+        raise CheckpointError(
+            f"{path}: model.safetensors does not hold this model's weights: it has {unknown[0]}, ..."
+        )
+    for group in groups.values():
+        present = [(name, tensor) for name, tensor in group if name in stored]
+        if not present:
+            raise CheckpointError(
+                f"{path}: model.safetensors does not hold this model's weights: no {group[0][0]}"
+            )
+        for name, tensor in present:
+            if stored[name] != list(tensor.shape):
+                raise CheckpointError(
+                    f"{path}: model.safetensors does not hold this model's weights: config.json declares "
+                    f"{name} of shape {list(tensor.shape)}, the file holds {stored[name]}"
+                )
+
+
+TRAINING_STATE_RULES = {
+    "iter_num": Rule("int", 0),
+    "tokens_seen": Rule("int", 0, optional=True),
+    "best_val_loss": Rule("float", finite=False, optional=True),
+    "optimizer.param_groups": Rule("list", optional=True),
+    "rng.python": Rule("list", optional=True),
+    "rng.numpy_global": Rule("list", optional=True),
+}
 
 
 def load_training_state(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -401,4 +515,9 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict, dict]:
         raise CheckpointError(
             f"{path}: training_state.safetensors is unreadable ({type(error).__name__}: {error})"
         ) from error
-    return tensors, _read_json(path / "training_state.json", "the training state")
+    meta = _read_json(path / "training_state.json", "the training state")
+    try:
+        check_values(meta, TRAINING_STATE_RULES)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: training_state.json is unusable ({error})") from error
+    return tensors, meta

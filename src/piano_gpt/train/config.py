@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from piano_gpt.configs import CONFIG_DIR
+from piano_gpt.schema import Rule, check_values
 from piano_gpt.tokenizers import ExponentialTimeTokenizer, MidiTokenizer, load_tokenizer
 from piano_gpt.tokenizers.awesome import (
     AwesomeMidiTokenizer,
@@ -38,17 +39,44 @@ def optimizer_for(name: str, architecture: str, sharded: bool) -> str:
     return "muon" if architecture == "piano" and not sharded else "adamw"
 
 
-def _integer(cfg: DictConfig, key: str, minimum: int, meaning: str) -> int:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        fail(f"{key}={value}: must be {meaning} (an integer >= {minimum})")
-    return value
+MAX_CONTEXT = 32_768  # tokens: attention grows with the square; far above any piano model's context
+TRAINING_RULES = {  # every plain training key: what it accepts (model and tokenizer keys: their own rules)
+    "seed": Rule("int", 0, 2**32 - 1, meaning="a random seed"),
+    "data.batch_size": Rule("int", 1, meaning="a positive number of sequences"),
+    "data.context_size": Rule("int", 2, MAX_CONTEXT, meaning="at least 2 tokens"),
+    "data.notes_per_record": Rule("int", 1, optional=True),
+    "optimizer.max_iters": Rule("int", 0, meaning="the number of optimizer steps"),
+    "optimizer.gradient_accumulation_steps": Rule("int", 1, meaning="the micro-batches per step"),
+    "optimizer.weight_decay": Rule("float", 0.0, meaning="a weight decay"),
+    "optimizer.beta1": Rule("float", 0.0, 0.9999, meaning="an Adam beta"),
+    "optimizer.beta2": Rule("float", 0.0, 0.9999, meaning="an Adam beta"),
+    "optimizer.grad_clip": Rule("float", 0.0, optional=True, meaning="a gradient norm (0 or null: off)"),
+    "optimizer.muon_weight_decay": Rule("float", 0.0, optional=True, meaning="a weight decay"),
+    "lr.learning_rate": Rule("float", 0.0, low_open=True, meaning="a positive learning rate"),
+    "lr.min_lr": Rule("float", 0.0, meaning="a learning rate >= 0"),
+    "lr.warmup_iters": Rule("int", 0, meaning="a number of steps"),
+    "lr.lr_decay_iters": Rule("int", 0, optional=True, meaning="a number of steps"),
+    "lr.decay_lr": Rule("bool", optional=True),
+    "eval_interval": Rule("int", 1, meaning="steps between evaluations"),
+    "eval_iters": Rule("int", 1, meaning="validation batches per evaluation"),
+    "log_interval": Rule("int", 1, meaning="steps between log lines"),
+    "max_train_minutes": Rule("float", 0.0, low_open=True, optional=True, meaning="minutes"),
+    "prompt_masking": Rule("bool", optional=True),
+    "system.data_workers": Rule("int", 0, meaning="a number of loader processes"),
+    "system.compile": Rule("bool"),
+    "system.fsdp": Rule("bool", optional=True),
+    "system.deterministic": Rule("bool", optional=True),
+    "system.peak_flops": Rule("float", 0.0, low_open=True, optional=True, meaning="FLOP/s"),
+    "logging.wandb_log": Rule("bool"),
+    "logging.progress_bar": Rule("bool", optional=True),
+}
 
 
 def _number(cfg: DictConfig, key: str, minimum: float, meaning: str) -> float:
     value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        fail(f"{key}={value}: must be {meaning}")
+    problem = Rule("float", minimum, meaning=meaning).problem(value)
+    if problem:
+        fail(f"{key}={value}: must be {problem}")
     return value
 
 
@@ -89,16 +117,18 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
 
     ``resume_from``: the checkpoint a resumed run continues (its saved config is ``cfg``).
     """
+    try:
+        check_values(cfg, TRAINING_RULES)
+    except ValueError as error:
+        fail(str(error))
+    _check_model_fields(cfg)
+    _check_tokenizer_fields(cfg)
     data, opt = cfg.data, cfg.optimizer
-    _integer(cfg, "data.batch_size", 1, "a positive number of sequences")
-    _integer(cfg, "data.context_size", 2, "at least 2 tokens")
     micro = cfg.training.get("microbatch_size")
     if micro is not None and (not isinstance(micro, int) or micro <= 0 or data.batch_size % micro):
         fail(
             f"training.microbatch_size={micro}: must be positive and divide data.batch_size={data.batch_size}"
         )
-    _integer(cfg, "optimizer.max_iters", 0, "the number of optimizer steps")
-    _integer(cfg, "optimizer.gradient_accumulation_steps", 1, "the micro-batches per step")
     world = int(__import__("os").environ.get("WORLD_SIZE", 1))
     if opt.gradient_accumulation_steps % world:
         fail(
@@ -113,13 +143,6 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
     if name == "muon":
         if cfg.system.get("fsdp", False):
             fail("optimizer.name=muon does not shard: use system.fsdp=false (DDP) or optimizer.name=adamw")
-    _number(cfg, "lr.learning_rate", 1e-12, "a positive learning rate")
-    _number(cfg, "lr.min_lr", 0.0, "a learning rate >= 0")
-    _integer(cfg, "lr.warmup_iters", 0, "a number of steps")
-    _integer(cfg, "eval_interval", 1, "steps between evaluations")
-    _integer(cfg, "eval_iters", 1, "validation batches per evaluation")
-    _integer(cfg, "log_interval", 1, "steps between log lines")
-    _integer(cfg, "system.data_workers", 0, "a number of loader processes")
     if cfg.system.dtype not in ("auto", "float32", "bfloat16", "float16"):
         fail(f"system.dtype={cfg.system.dtype}: use float32, bfloat16, float16 or auto")
     device = str(cfg.system.device)
@@ -134,9 +157,6 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
         fail(
             f"task={cfg.task}: use next_token_prediction, next_token_prediction_with_composer or piano_tasks"
         )
-    if cfg.model.n_embd % cfg.model.n_head:
-        fail(f"model.n_embd={cfg.model.n_embd} must be divisible by model.n_head={cfg.model.n_head}")
-    _check_model_fields(cfg)
     if cfg.dataset.type not in DATASET_TYPES:
         fail(f"dataset.type={cfg.dataset.type}: use one of {', '.join(DATASET_TYPES)}")
     if cfg.dataset.type == "maestro" and not Path(str(cfg.dataset.path)).expanduser().is_dir():
@@ -161,6 +181,22 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
         suffix = cfg.logging.get("wandb_run_name_suffix")
         if suffix:
             cfg.run_name += f"-{suffix}"
+
+
+def _check_tokenizer_fields(cfg: DictConfig) -> None:
+    """The exponential tokenizer's fields (the awesome one's base): types and ranges, by its own rules."""
+    from piano_gpt.tokenizers.exponential import TOKENIZER_RULES
+
+    name = cfg.tokenizer.get("name")
+    section, prefix = (
+        (cfg.tokenizer, "tokenizer.") if name != "awesome" else (cfg.tokenizer.get("base"), "tokenizer.base.")
+    )
+    if section is None:
+        return
+    try:
+        check_values(section, {k: r for k, r in TOKENIZER_RULES.items() if k != "special_tokens"}, prefix)
+    except ValueError as error:
+        fail(str(error))
 
 
 def _check_model_fields(cfg: DictConfig) -> None:

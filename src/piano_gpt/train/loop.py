@@ -34,6 +34,7 @@ from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tasks import add_task_tokens
 from piano_gpt.tokenizers import MidiTokenizer
 from piano_gpt.train.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
     load_training_state,
@@ -42,6 +43,7 @@ from piano_gpt.train.checkpoint import (
     optimizer_state_to_tensors,
     optimizer_to_tensors,
     restore_rng_state,
+    resume_would_replace,
     save_checkpoint,
 )
 from piano_gpt.train.config import (
@@ -117,17 +119,57 @@ def index_batches(
                 yield list(range(base + m, base + m + micro))
 
 
+def check_resume_target(resume_from: str, run_dir: Path, run_name: str) -> None:
+    """Refuse, in one line, a resume that would replace a newer or better checkpoint of ``run_dir``."""
+    lost = resume_would_replace(resume_from, run_dir, run_name)
+    if lost:
+        raise CheckpointError(
+            f"resuming {resume_from} into {run_dir} would replace its {lost}: resume into a new run "
+            f"with run_name=<new name>, or add force_resume=true to replace it"
+        )
+
+
+def read_run_log(path: Path) -> list[dict]:
+    """The rows of a run's log.jsonl. A torn last line (the process killed mid-write) is left out:
+    the next write repairs the file. An unreadable line before the last is corruption:
+    :class:`CheckpointError` in one line (the log is part of what a resume continues)."""
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable ({error})") from error
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if (
+                not isinstance(row, dict)
+                or isinstance(row.get("iter"), bool)
+                or not isinstance(row.get("iter"), int)
+            ):
+                raise ValueError("not an object with an integer iter")
+        except ValueError as error:
+            if number == len(lines):
+                break  # torn by a kill mid-write: dropped
+            raise CheckpointError(
+                f"{path}: line {number} is corrupt ({error}); only a torn last line is repaired: "
+                "fix or remove that line, or resume into a new run with run_name=<new name>"
+            ) from error
+        rows.append(row)
+    return rows
+
+
 class JsonlLog:
-    """log.jsonl: one JSON object per logged step; on resume, lines past the checkpoint are dropped."""
+    """log.jsonl: one JSON object per logged step; on resume, lines past the checkpoint are dropped
+    (and a torn last line with them)."""
 
     def __init__(self, path: Path, resume_iter: int | None):
         self.path = path
         if resume_iter is not None and path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line and json.loads(line)["iter"] < resume_iter
-            ]
+            kept = [json.dumps(row) for row in read_run_log(path) if row["iter"] < resume_iter]
             path.write_text("".join(line + "\n" for line in kept))
         elif path.exists():
             path.unlink()
@@ -137,9 +179,16 @@ class JsonlLog:
             handle.write(json.dumps(row) + "\n")
 
 
-def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
-    """Run training as configured; returns the run directory."""
+def train(cfg: DictConfig, resume_from: str | None = None, force_resume: bool = False) -> Path:
+    """Run training as configured; returns the run directory.
+
+    ``force_resume``: resume even where it replaces a newer ``-last`` or a better ``-best`` of the run
+    it writes into (refused otherwise, see :func:`check_resume_target`)."""
     validate_config(cfg, resume_from)
+    if resume_from and not force_resume:
+        check_resume_target(resume_from, Path(cfg.out_dir) / cfg.run_name, cfg.run_name)
+    if resume_from:
+        read_run_log(Path(cfg.out_dir) / cfg.run_name / "log.jsonl")  # corrupt: refused before any work
     # ---- setup ------------------------------------------------------------------------------------
     ddp, rank, local_rank, world = setup_distributed()
     master = rank == 0
@@ -481,7 +530,7 @@ def start_wandb(cfg: DictConfig, run_name: str, run_id: str | None):
 
 
 def summarize_log(run_dir: Path) -> dict:
-    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    rows = read_run_log(run_dir / "log.jsonl")
     val = [(r["iter"], r["val_loss"]) for r in rows if "val_loss" in r]
     return {
         "first_val_loss": val[0][1] if val else None,
