@@ -201,9 +201,15 @@ def test_loading_never_runs_code(tmp_path, checkpoint):
 
 
 def test_no_pickle_loading_anywhere_in_the_package():
+    # The one torch.load: the converter of the original's .pt files, with weights_only=True and an
+    # allow-list of OmegaConf types (tests/test_convert.py proves a pickle that runs code is refused).
     offenders = []
     for path in SRC.rglob("*.py"):
         text = path.read_text()
+        if path.relative_to(SRC).as_posix() == "train/convert.py":
+            loads = [line for line in text.splitlines() if "torch.load(" in line]
+            assert loads and all("weights_only=True" in line for line in loads), loads
+            text = text.replace("torch.load(", "")
         for needle in ("torch.load(", "pickle.load", "pickle.Unpickler", "allow_pickle=True", "joblib.load"):
             if needle in text:
                 offenders.append(f"{path.relative_to(SRC)}: {needle}")
