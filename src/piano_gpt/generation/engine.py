@@ -21,6 +21,7 @@ the distribution, except ``<EOGENAI>`` where a task completion may end.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -31,6 +32,7 @@ from piano_gpt.generation.conditioning import GenerationError, prefix_ids
 from piano_gpt.generation.grammar import DEFAULT_MAX_NOTE_SECONDS, NoteGrammar, grammar_support
 from piano_gpt.generation.runner import runner_for
 from piano_gpt.generation.sampling import Sampler, SamplingConfig
+from piano_gpt.generation.streaming import NoteStream, NoteTables, notes_table
 from piano_gpt.midi import clip_same_pitch_overlaps, empty_notes, make_notes
 from piano_gpt.model import GPT
 from piano_gpt.tokenizers import CLS_TOKEN, EOGENAI_TOKEN, GENAI_TOKEN, PAD_TOKEN, MidiTokenizer
@@ -40,6 +42,7 @@ STOP_MAX_NOTES = "max_notes"
 STOP_MAX_DURATION = "max_duration"
 STOP_MAX_NEW_TOKENS = "max_new_tokens"
 STOP_CONTEXT = "context"
+STOP_INTERRUPTED = "interrupted"  # a stream left before it finished (e.g. Ctrl-C)
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,6 @@ def window_time(ids: torch.Tensor, time_units: torch.Tensor, reset_id: int | Non
 # --- the decoding loop ------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
 def sample_ids(
     model: GPT,
     tokenizer: MidiTokenizer,
@@ -207,7 +209,24 @@ def sample_ids(
     A prompt holding ``<GENAI>`` is a task completion: ``<EOGENAI>`` may end it, and it stops
     (``context``) rather than slide when the window is full.
     """
-    config = make_config(config, **options)
+    steps = sample_steps(model, tokenizer, prompt_ids, make_config(config, **options), n_prefix)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+@torch.inference_mode()  # on a generator function: around each resume, not while it waits
+def sample_steps(
+    model: GPT,
+    tokenizer: MidiTokenizer,
+    prompt_ids,
+    config: GenerationConfig,
+    n_prefix: int = 0,
+) -> Generator[np.ndarray, None, list[TokenSample]]:
+    """:func:`sample_ids` one step at a time: yields the ids each row keeps this step (``(B,)``, -1
+    where a row keeps none: it has stopped), and returns the TokenSamples when every row is done."""
     parameter = next(model.parameters())
     device = parameter.device
     block, max_time = model.config.block_size, model.config.max_music_time
@@ -262,11 +281,13 @@ def sample_ids(
     elapsed = torch.zeros(B, dtype=torch.long, device=device) if config.max_duration is not None else None
     max_units = math.floor(config.max_duration / tokenizer.time_unit + 1e-6) if elapsed is not None else 0
     steps = config.max_new_tokens
+    running = np.ones(B, bool)  # rows still generating, as ``active`` (on the host)
     for step in range(steps):
         token = sampler(logits, grammar.allowed() if grammar is not None else None)
         out[:, step] = token
+        drawn = token.cpu().numpy()
         if grammar is not None:
-            grammar.advance(token.cpu().numpy())
+            grammar.advance(drawn)
         if check_eogenai or notes is not None or elapsed is not None:
             hits = {}
             if check_eogenai:
@@ -282,9 +303,11 @@ def sample_ids(
                 for row in stopped.nonzero().flatten().tolist():
                     lengths[row] = step
                     reasons[row] = next(name for name, hit in hits.items() if bool(hit[row]))
+                    running[row] = False
                 active &= ~stopped
-                if not bool(active.any()):
-                    break
+        yield np.where(running, drawn, -1)
+        if not running.any():
+            break
         if step == steps - 1:
             break
         if runner.length >= block:
@@ -333,6 +356,101 @@ def _shift(notes: pd.DataFrame, seconds: float) -> pd.DataFrame:
     return notes.assign(start=notes["start"] + seconds, end=notes["end"] + seconds)
 
 
+@dataclass
+class StreamedNotes:
+    """Notes of one sample that have just become final."""
+
+    sample: int  # row: the sample of seed ``config.seed + sample``
+    rows: list[tuple]  # (pitch, velocity, start, end) of each
+
+    @property
+    def notes(self) -> pd.DataFrame:
+        """These notes as a note table on the prompt's clock (built on demand: ~0.2 ms)."""
+        return notes_table(self.rows)
+
+
+class ContinuationStream:
+    """A continuation generated step by step; iterate to get each sample's notes as soon as they are
+    final (:class:`StreamedNotes`: note off decoded, or the longest note reached); then
+    :meth:`generations` gives what :func:`generate_samples` returns (the same notes, same seed).
+
+    Left early (an exception in the loop, ``break``, Ctrl-C), :meth:`generations` still gives every
+    sample's notes so far (notes still held end at the last time), stopped ``interrupted``.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer: MidiTokenizer,
+        prompt_notes=None,
+        config: GenerationConfig | None = None,
+        *,
+        composer: str | None = None,
+        dataset: str | None = None,
+        **options,
+    ):
+        self.config = config = make_config(config, **options)
+        self.prompt = as_notes(prompt_notes)
+        offset = float(self.prompt["start"].min()) if len(self.prompt) else 0.0
+        prompt_ids = list(tokenizer.encode(_shift(self.prompt, -offset)))
+        conditioning = prefix_ids(tokenizer, composer=composer, dataset=dataset)
+        self.settings = {"mode": "continuation", **config.to_dict(), "composer": composer, "dataset": dataset}
+        tables = NoteTables(tokenizer)
+        self.rows = [NoteStream(tables, prompt_ids, offset, config.max_note_seconds) for _ in config.seeds]
+        self.steps = sample_steps(model, tokenizer, conditioning + prompt_ids, config, len(conditioning))
+        self.samples: list[TokenSample] | None = None  # once finished
+
+    def __iter__(self) -> Iterator[StreamedNotes]:
+        rows = self.rows
+        while True:
+            try:
+                kept = next(self.steps)
+            except StopIteration as finished:
+                self.samples = finished.value
+                break
+            for index, token in enumerate(kept.tolist()):
+                if token >= 0:
+                    row = rows[index]
+                    before = len(row.done)
+                    row.feed(token)
+                    if len(row.done) > before:
+                        yield StreamedNotes(index, row.done[before:])
+        for index, row in enumerate(rows):
+            before = len(row.done)
+            row.close()
+            if len(row.done) > before:
+                yield StreamedNotes(index, row.done[before:])
+
+    def generations(self) -> list[Generation]:
+        """One Generation per sample: finished, or interrupted with the notes so far."""
+        finished = self.samples is not None
+        generations = []
+        for index, (row, seed) in enumerate(zip(self.rows, self.config.seeds)):
+            if finished:
+                sample = self.samples[index]
+                ids, reason = sample.ids, sample.stop_reason
+            else:
+                row.close()
+                ids, reason = np.asarray(row.ids, np.int64), STOP_INTERRUPTED
+            notes = notes_table(row.done)
+            generations.append(Generation(notes, self.prompt, ids, seed, reason, self.settings))
+        return generations
+
+
+def stream(
+    model: GPT, tokenizer: MidiTokenizer, prompt_notes=None, config: GenerationConfig | None = None, **options
+) -> Iterator[pd.DataFrame]:
+    """Continue ``prompt_notes`` (one sample) and yield its notes as soon as each is final: note
+    tables on the prompt's clock, that together are :func:`generate`'s result for the same options
+    (``composer`` / ``dataset`` too). :class:`ContinuationStream` gives several samples, and what was
+    generated when the loop is left early."""
+    continuation = ContinuationStream(model, tokenizer, prompt_notes, config, **options)
+    if continuation.config.n_samples != 1:
+        raise GenerationError("stream() is one sample: use ContinuationStream for n_samples > 1")
+    for streamed in continuation:
+        yield streamed.notes
+
+
 def generate_samples(
     model: GPT,
     tokenizer: MidiTokenizer,
@@ -347,22 +465,14 @@ def generate_samples(
 
     The prompt is encoded from its first note (its absolute offset is restored on the output);
     ``composer`` / ``dataset`` put their conditioning tokens first (kept when the window slides).
+    This is :class:`ContinuationStream` run to the end.
     """
-    config = make_config(config, **options)
-    prompt = as_notes(prompt_notes)
-    offset = float(prompt["start"].min()) if len(prompt) else 0.0
-    prompt_ids = list(tokenizer.encode(_shift(prompt, -offset)))
-    conditioning = prefix_ids(tokenizer, composer=composer, dataset=dataset)
-    samples = sample_ids(model, tokenizer, conditioning + prompt_ids, config, n_prefix=len(conditioning))
-    n_prompt_notes = len(tokenizer.decode(prompt_ids))
-    settings = {"mode": "continuation", **config.to_dict(), "composer": composer, "dataset": dataset}
-    generations = []
-    for sample in samples:
-        decoded = tokenizer.decode(np.concatenate([np.asarray(prompt_ids, np.int64), sample.ids]))
-        notes = _shift(decoded.iloc[n_prompt_notes:].reset_index(drop=True), offset)
-        notes = playable(notes, config.max_note_seconds)
-        generations.append(Generation(notes, prompt, sample.ids, sample.seed, sample.stop_reason, settings))
-    return generations
+    continuation = ContinuationStream(
+        model, tokenizer, prompt_notes, config, composer=composer, dataset=dataset, **options
+    )
+    for _ in continuation:
+        pass
+    return continuation.generations()
 
 
 def generate(
