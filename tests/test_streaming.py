@@ -140,3 +140,47 @@ def test_a_stream_left_early_keeps_the_notes_so_far(tokenizer):
     expected = batch_notes(tokenizer, prompt_ids, generation.ids, offset, 10.0)
     pd.testing.assert_frame_equal(generation.notes, expected)
     assert set(given) <= set(map(tuple, generation.notes.itertuples(index=False)))
+
+
+def test_ctrl_c_in_the_generate_command_writes_the_notes_so_far(tokenizer, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from piano_gpt.commands.generate import run
+    from piano_gpt.configs import CONFIG_DIR
+    from piano_gpt.generation import FastRunner
+    from piano_gpt.midi import read_metadata, read_notes, write_notes
+    from piano_gpt.train.checkpoint import save_checkpoint
+
+    model, prompt = tiny_model(tokenizer), prompt_notes(5)
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer)
+    write_notes(prompt, tmp_path / "in.mid")
+    step, calls = FastRunner.step, []
+
+    def interrupted_step(self, tokens, time_steps):  # Ctrl-C while the 61st token is computed
+        calls.append(1)
+        if len(calls) == 60:
+            raise KeyboardInterrupt
+        return step(self, tokens, time_steps)
+
+    monkeypatch.setattr(FastRunner, "step", interrupted_step)
+    cfg = OmegaConf.load(CONFIG_DIR / "generate.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key)
+    cfg = OmegaConf.merge(
+        cfg,
+        dict(checkpoint_path=str(tmp_path / "ckpt"), prompt_path=str(tmp_path / "in.mid"), seed=3,
+             output_path=str(tmp_path / "out.mid"), max_new_tokens=500, memorisation="false"),
+    )  # fmt: skip
+    lines = run(cfg)
+    assert lines[-1].startswith("interrupted (Ctrl-C): wrote the")
+    monkeypatch.setattr(FastRunner, "step", step)
+    meta = read_metadata(tmp_path / "out.mid")
+    drawn = int(meta["generated_tokens"])  # ~60: the window slides (re-primes) without a step
+    assert meta["stop_reason"] == STOP_INTERRUPTED and 55 < drawn < 500
+    # The batch call stopped after as many tokens has the same notes.
+    (expected,) = generate_samples(model, tokenizer, prompt, seed=3, max_new_tokens=drawn)
+    written = read_notes(tmp_path / "out.mid")
+    assert len(expected.notes) > 3 and len(written) == len(prompt) + len(expected.notes)
+    np.testing.assert_array_equal(written["pitch"], expected.piece["pitch"])
+    np.testing.assert_allclose(written["start"], expected.piece["start"], atol=2e-3)
+    assert f"wrote the {len(expected.notes)} notes" in lines[-1]

@@ -9,6 +9,7 @@ copied from the training set.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,12 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from piano_gpt.commands.base import hydra_command, sampling_options
 from piano_gpt.common import pick_device
 from piano_gpt.generation import (
+    ContinuationStream,
     Generation,
     GenerationConfig,
     GenerationError,
     NgramIndex,
     find_training_shards,
-    generate_samples,
     load_index,
     task_samples,
 )
@@ -69,15 +70,23 @@ def run(cfg: DictConfig) -> list[str]:
         grammar=bool(cfg.grammar),
         max_note_seconds=None if cfg.max_note_seconds is None else float(cfg.max_note_seconds),
     )
+    interrupted = False
     if cfg.mode == "continuation":
         if cfg.n_notes is not None or cfg.time_span is not None:
             raise GenerationError(
                 "n_notes and time_span condition task completion (mode=task); use max_notes/duration"
             )
-        generations = generate_samples(
+        continuation = ContinuationStream(
             model, tokenizer, prompt, config, composer=cfg.composer, dataset=cfg.dataset
         )
+        try:
+            for _ in continuation:
+                pass
+        except KeyboardInterrupt:  # Ctrl-C: keep what was generated so far
+            interrupted = True
+        generations = continuation.generations()
     elif cfg.mode == "task":
+        # A task's target is read only once complete: Ctrl-C there leaves nothing to write.
         if not cfg.task or prompt is None:
             raise GenerationError(
                 "mode=task needs task=NAME and prompt_path=IN.mid (the notes the task splits)"
@@ -98,10 +107,14 @@ def run(cfg: DictConfig) -> list[str]:
     else:
         raise GenerationError(f"mode={cfg.mode}: use continuation or task")
 
-    index = memorisation_index(cfg, checkpoint_config, tokenizer)
+    index = None if interrupted else memorisation_index(cfg, checkpoint_config, tokenizer)
     lines = []
     for generation, path in zip(generations, output_paths(cfg.output_path, config.seeds)):
         lines += write_generation(generation, path, index, cfg.checkpoint_path)
+    if interrupted:
+        lines.append(
+            f"interrupted (Ctrl-C): wrote the {sum(len(g.notes) for g in generations)} notes generated so far"
+        )
     return lines
 
 
@@ -132,8 +145,15 @@ def _text(value) -> str:
 
 @hydra_command("generate")
 def main(cfg: DictConfig) -> None:
-    for line in run(cfg):
+    try:
+        lines = run(cfg)
+    except KeyboardInterrupt:  # before generation started, or in task mode
+        print("interrupted (Ctrl-C): nothing written", file=sys.stderr)
+        sys.exit(130)
+    for line in lines:
         print(line)
+    if lines and lines[-1].startswith("interrupted"):
+        sys.exit(130)  # the shell's status for Ctrl-C: the files hold a partial generation
 
 
 if __name__ == "__main__":
