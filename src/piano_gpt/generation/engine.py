@@ -33,6 +33,7 @@ from piano_gpt.generation.grammar import DEFAULT_MAX_NOTE_SECONDS, NoteGrammar, 
 from piano_gpt.generation.runner import runner_for
 from piano_gpt.generation.sampling import Sampler, SamplingConfig
 from piano_gpt.generation.streaming import NoteStream, NoteTables, notes_table
+from piano_gpt.generation.threads import ThreadChoice
 from piano_gpt.midi import clip_same_pitch_overlaps, empty_notes, make_notes
 from piano_gpt.model import GPT
 from piano_gpt.tokenizers import CLS_TOKEN, EOGENAI_TOKEN, GENAI_TOKEN, PAD_TOKEN, MidiTokenizer
@@ -62,6 +63,7 @@ class GenerationConfig:
     fast: bool = True  # FastRunner; False: GPT.forward with model.KVCache (the reference path)
     grammar: bool = True  # keep the note grammar (generation/grammar.py); exact for the exponential tokenizer
     max_note_seconds: float | None = DEFAULT_MAX_NOTE_SECONDS  # longest note; None: no limit
+    threads: int | None = None  # CPU threads; None: chosen from the load as it goes (generation/threads.py)
 
     def __post_init__(self):
         self.sampling  # noqa: B018 (validates the sampling options)
@@ -75,6 +77,8 @@ class GenerationConfig:
             raise GenerationError(f"max_duration={self.max_duration}: must be > 0 seconds (or None)")
         if self.max_note_seconds is not None and not self.max_note_seconds > 0:
             raise GenerationError(f"max_note_seconds={self.max_note_seconds}: must be > 0 seconds (or None)")
+        if self.threads is not None and self.threads < 1:
+            raise GenerationError(f"threads={self.threads}: must be >= 1 (or None: chosen from the load)")
         if not 0 < self.context_keep < 1:
             raise GenerationError(f"context_keep={self.context_keep}: must be in (0, 1)")
 
@@ -270,56 +274,62 @@ def sample_steps(
         logits = runner.prefill(window, time.clamp(max=max_time - 1), batch_size)
         return logits, time[:, -1].expand(B).clone()
 
-    logits, time_now = prime(window_of(prompt[None]), B if B > 1 else None)
+    # CPU threads by the load (a GPU generation keeps torch's count for its few host ops).
+    threads = ThreadChoice(config.threads if device.type == "cpu" else torch.get_num_threads())
+    try:
+        logits, time_now = prime(window_of(prompt[None]), B if B > 1 else None)
 
-    out = torch.zeros(B, config.max_new_tokens, dtype=torch.long, device=device)
-    lengths = [config.max_new_tokens] * B
-    reasons = [STOP_MAX_NEW_TOKENS] * B
-    active = torch.ones(B, dtype=torch.bool, device=device)
-    check_eogenai = is_task and tables.eogenai_id is not None
-    notes = torch.zeros(B, dtype=torch.long, device=device) if config.max_notes is not None else None
-    elapsed = torch.zeros(B, dtype=torch.long, device=device) if config.max_duration is not None else None
-    max_units = math.floor(config.max_duration / tokenizer.time_unit + 1e-6) if elapsed is not None else 0
-    steps = config.max_new_tokens
-    running = np.ones(B, bool)  # rows still generating, as ``active`` (on the host)
-    for step in range(steps):
-        token = sampler(logits, grammar.allowed() if grammar is not None else None)
-        out[:, step] = token
-        drawn = token.cpu().numpy()
-        if grammar is not None:
-            grammar.advance(drawn)
-        if check_eogenai or notes is not None or elapsed is not None:
-            hits = {}
-            if check_eogenai:
-                hits[STOP_EOGENAI] = token == tables.eogenai_id
-            if notes is not None:
-                notes += tables.note_counts[token]
-                hits[STOP_MAX_NOTES] = notes > config.max_notes
-            if elapsed is not None:
-                elapsed += tables.time_units[token]
-                hits[STOP_MAX_DURATION] = elapsed > max_units
-            stopped = torch.stack(list(hits.values())).any(dim=0) & active
-            if bool(stopped.any()):
-                for row in stopped.nonzero().flatten().tolist():
-                    lengths[row] = step
-                    reasons[row] = next(name for name, hit in hits.items() if bool(hit[row]))
-                    running[row] = False
-                active &= ~stopped
-        yield np.where(running, drawn, -1)
-        if not running.any():
-            break
-        if step == steps - 1:
-            break
-        if runner.length >= block:
-            if is_task:
-                for row in active.nonzero().flatten().tolist():
-                    lengths[row], reasons[row] = step + 1, STOP_CONTEXT
+        out = torch.zeros(B, config.max_new_tokens, dtype=torch.long, device=device)
+        lengths = [config.max_new_tokens] * B
+        reasons = [STOP_MAX_NEW_TOKENS] * B
+        active = torch.ones(B, dtype=torch.bool, device=device)
+        check_eogenai = is_task and tables.eogenai_id is not None
+        notes = torch.zeros(B, dtype=torch.long, device=device) if config.max_notes is not None else None
+        elapsed = torch.zeros(B, dtype=torch.long, device=device) if config.max_duration is not None else None
+        max_units = math.floor(config.max_duration / tokenizer.time_unit + 1e-6) if elapsed is not None else 0
+        steps = config.max_new_tokens
+        running = np.ones(B, bool)  # rows still generating, as ``active`` (on the host)
+        for step in range(steps):
+            token = sampler(logits, grammar.allowed() if grammar is not None else None)
+            out[:, step] = token
+            drawn = token.cpu().numpy()
+            if grammar is not None:
+                grammar.advance(drawn)
+            if check_eogenai or notes is not None or elapsed is not None:
+                hits = {}
+                if check_eogenai:
+                    hits[STOP_EOGENAI] = token == tables.eogenai_id
+                if notes is not None:
+                    notes += tables.note_counts[token]
+                    hits[STOP_MAX_NOTES] = notes > config.max_notes
+                if elapsed is not None:
+                    elapsed += tables.time_units[token]
+                    hits[STOP_MAX_DURATION] = elapsed > max_units
+                stopped = torch.stack(list(hits.values())).any(dim=0) & active
+                if bool(stopped.any()):
+                    for row in stopped.nonzero().flatten().tolist():
+                        lengths[row] = step
+                        reasons[row] = next(name for name, hit in hits.items() if bool(hit[row]))
+                        running[row] = False
+                    active &= ~stopped
+            yield np.where(running, drawn, -1)
+            if not running.any():
                 break
-            history = torch.cat([prompt[None].expand(B, -1), out[:, : step + 1]], dim=1)
-            logits, time_now = prime(window_of(history), None)
-        else:
-            time_now = time_now + tables.time_units[token]
-            logits = runner.step(token, time_now.clamp(max=max_time - 1))
+            if step == steps - 1:
+                break
+            if runner.length >= block:
+                if is_task:
+                    for row in active.nonzero().flatten().tolist():
+                        lengths[row], reasons[row] = step + 1, STOP_CONTEXT
+                    break
+                history = torch.cat([prompt[None].expand(B, -1), out[:, : step + 1]], dim=1)
+                logits, time_now = prime(window_of(history), None)
+            else:
+                time_now = time_now + tables.time_units[token]
+                threads.current()  # re-chosen from the load every CHECK_SECONDS
+                logits = runner.step(token, time_now.clamp(max=max_time - 1))
+    finally:
+        threads.restore()
 
     out = out.cpu().numpy()
     return [
