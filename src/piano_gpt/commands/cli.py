@@ -7,6 +7,7 @@
     piano-gpt download --list [--repo-id ORG/NAME]                     # the checkpoints in the hub repo
     piano-gpt upload [PATH ...] [--repo-id ORG/NAME] [--with-training-state] [--private] [--dry-run]
     piano-gpt dashboard {prompt_practice,piano_dataset_review} [streamlit arguments ...]
+    piano-gpt play CHECKPOINT [--prompt IN.mid] [--port NAME] [--duration 30]   # live, to a MIDI port
 
 ``scripts/download_model.py`` and ``scripts/upload_models.py`` are this command's ``download`` and
 ``upload``. The hub repo defaults to ``$PIANO_GPT_HUB_REPO`` (else epr-labs/piano-gpt); the token is
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 from piano_gpt.commands.base import CommandError
+from piano_gpt.commands.play import add_play_args
 
 DASHBOARDS = ("prompt_practice", "piano_dataset_review")
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -279,6 +281,7 @@ COMMANDS = {
     "download": (add_download_args, "download a checkpoint from the hub into tmp/checkpoints/hub"),
     "upload": (add_upload_args, "upload checkpoints to the hub"),
     "dashboard": (add_dashboard_args, "run a Streamlit dashboard"),
+    "play": (add_play_args, "continue a prompt and play it as it is generated (MIDI output, else a file)"),
 }
 
 
