@@ -29,6 +29,7 @@ import argparse
 import datetime
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -206,12 +207,21 @@ def time_stream(ours, tokenizer, notes, repeats: int) -> None:
     offset = float(notes["start"].min())
     prompt_notes = notes.iloc[: len(tokenizer.decode(tokenizer.encode(notes)[:PROMPT_TOKENS]))]
     prompt_notes = prompt_notes.reset_index(drop=True)
-    firsts, factors, rates = [], [], []
+    firsts, factors, rates, tokens_only, batch_call = [], [], [], [], []
+    prompt_ids = tokenizer.encode(prompt_notes)
+    options = dict(max_new_tokens=NEW_TOKENS, top_k=TOP_K, seed=0)
     for _ in range(repeats):
+        # What the note stream costs the batch call (generate_samples runs it): the same ids either way.
+        start = time.perf_counter()
+        sample_ids(ours, tokenizer, prompt_ids, **options)
+        tokens_only.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        generate_samples(ours, tokenizer, prompt_notes, **options)
+        batch_call.append(time.perf_counter() - start)
         start = time.perf_counter()
         first = None
         chunks = []
-        for chunk in stream(ours, tokenizer, prompt_notes, max_new_tokens=NEW_TOKENS, top_k=TOP_K, seed=0):
+        for chunk in stream(ours, tokenizer, prompt_notes, **options):
             if first is None:
                 first = time.perf_counter() - start
             chunks.append(chunk)
@@ -228,6 +238,12 @@ def time_stream(ours, tokenizer, notes, repeats: int) -> None:
         f"music), {statistics.median(rates):.1f}x at MAESTRO's {MAESTRO_TOKENS_PER_SECOND} tokens/s",
         flush=True,
     )
+    print(
+        f"batch call (generate_samples, notes through the stream) {statistics.median(batch_call):.3f} s vs "
+        f"ids only (sample_ids) {statistics.median(tokens_only):.3f} s: "
+        f"x{statistics.median(batch_call) / statistics.median(tokens_only):.3f}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -240,12 +256,15 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also time both models in bfloat16")
     parser.add_argument("--long", action="store_true", help="also time a 3-minute continuation")
     parser.add_argument("--busy", type=int, default=0, help="busy processes running meanwhile")
+    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="new tokens per call")
     parser.add_argument("--sweep", action="store_true", help="only: default threads vs each fixed count")
     parser.add_argument("--stream", action="store_true", help="only: time to first note, real-time factor")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
+    globals()["NEW_TOKENS"] = args.new_tokens
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still stop the busy processes
     busy = start_busy(args.busy)
     try:
         run(args)
