@@ -184,3 +184,18 @@ def test_ctrl_c_in_the_generate_command_writes_the_notes_so_far(tokenizer, tmp_p
     np.testing.assert_array_equal(written["pitch"], expected.piece["pitch"])
     np.testing.assert_allclose(written["start"], expected.piece["start"], atol=2e-3)
     assert f"wrote the {len(expected.notes)} notes" in lines[-1]
+
+
+def test_ctrl_c_where_nothing_can_be_kept_says_so_in_one_line(monkeypatch, capsys, tmp_path):
+    from piano_gpt.commands import generate as command
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "run", interrupted)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["generate", "checkpoint_path=ckpt", "mode=task"])
+    with pytest.raises(SystemExit) as exit:
+        command.main()
+    assert exit.value.code == 130
+    assert capsys.readouterr().err.strip() == "interrupted (Ctrl-C): nothing written"
