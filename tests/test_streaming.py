@@ -199,3 +199,26 @@ def test_ctrl_c_where_nothing_can_be_kept_says_so_in_one_line(monkeypatch, capsy
         command.main()
     assert exit.value.code == 130
     assert capsys.readouterr().err.strip() == "interrupted (Ctrl-C): nothing written"
+
+
+def test_note_stream_of_a_bpe_tokenizer_equals_its_decode(tokenizer):
+    from piano_gpt.tokenizers import AwesomeMidiTokenizer
+
+    pieces = [prompt_notes(seed, 30) for seed in range(6)]
+    bpe = AwesomeMidiTokenizer.train(tokenizer, pieces, vocab_size=tokenizer.vocab_size + 40)
+    tables = NoteTables(bpe)
+    rng = np.random.default_rng(2)
+    total = 0
+    for trial in range(10):
+        prompt = prompt_notes(100 + trial)
+        offset = float(prompt["start"].min())
+        prompt_ids = bpe.encode(_shift(prompt, -offset))
+        ids = rng.integers(0, bpe.vocab_size, 80)  # any ids, merged ones among them
+        notes_stream = NoteStream(tables, prompt_ids, offset, 10.0)
+        for token in ids:
+            notes_stream.feed(token)
+        notes_stream.close()
+        expected = batch_notes(bpe, prompt_ids, ids, offset, 10.0)
+        pd.testing.assert_frame_equal(notes_table(notes_stream.done), expected)
+        total += len(expected)
+    assert total > 50
