@@ -4,7 +4,7 @@ MIDI in, MIDI out: continues the prompt (``mode=continuation``) or performs a PI
 (``mode=task task=NAME``) with a checkpoint, and writes prompt + generation as MIDI whose metadata
 names the settings and the seed. Options: ``configs/generate.yaml``. Prints where each file is, its
 number of notes and, when the checkpoint's training shards are present, how much of the generation is
-copied from the training set.
+copied from the training set. Ctrl-C in a continuation writes the notes generated so far and says so.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def run(cfg: DictConfig) -> list[str]:
         fast=bool(cfg.fast),
         grammar=bool(cfg.grammar),
         max_note_seconds=None if cfg.max_note_seconds is None else float(cfg.max_note_seconds),
+        threads=None if cfg.get("threads") is None else int(cfg.threads),
     )
     interrupted = False
     if cfg.mode == "continuation":
