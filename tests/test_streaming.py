@@ -127,13 +127,15 @@ def test_stream_gives_the_batch_notes(tokenizer, compiled, monkeypatch):
 
 def test_a_stream_left_early_keeps_the_notes_so_far(tokenizer):
     model, prompt = tiny_model(tokenizer), prompt_notes(4)
-    continuation = ContinuationStream(model, tokenizer, prompt, max_new_tokens=200, seed=2)
+    threads = torch.get_num_threads()
+    continuation = ContinuationStream(model, tokenizer, prompt, max_new_tokens=200, seed=2, threads=1)
     given = []
     for streamed in continuation:
         given += streamed.rows
         if len(given) >= 5:
             break
     (generation,) = continuation.generations()
+    assert torch.get_num_threads() == threads  # given back when the stream is left
     assert generation.stop_reason == STOP_INTERRUPTED
     offset = float(prompt["start"].min())
     prompt_ids = tokenizer.encode(_shift(prompt, -offset))

@@ -434,6 +434,8 @@ class ContinuationStream:
     def generations(self) -> list[Generation]:
         """One Generation per sample: finished, or interrupted with the notes so far."""
         finished = self.samples is not None
+        if not finished:
+            self.steps.close()  # no more steps: the thread count goes back now, not when collected
         generations = []
         for index, (row, seed) in enumerate(zip(self.rows, self.config.seeds)):
             if finished:
