@@ -15,7 +15,8 @@
 
 Options (:class:`GenerationConfig`): ``n_samples``, ``seed`` (sample i uses ``seed + i``),
 ``temperature`` (0: greedy), ``top_k``, ``top_p``, ``min_p``, ``max_new_tokens``, ``max_notes``,
-``max_duration`` (seconds), ``context_keep``, ``fast``.
+``max_duration`` (seconds), ``context_keep``, ``fast``, ``grammar``, ``max_note_seconds``, ``threads``
+(None: every core only while the rest of the machine is idle, ``generation/threads.py``).
 
 On a CPU in float32 each decoding step runs as one compiled C function (``generation.native``,
 built on first use with the system C compiler and cached; ``PIANO_GPT_NATIVE=0`` turns it off, and
