@@ -1,6 +1,14 @@
 """Generation speed: piano_gpt.generation vs HF transformers' GPT2LMHeadModel.generate, same run.
 
     python bench/generate.py [--repeats 3] [--threads N] [--bf16] [--long]
+    python bench/generate.py --busy 1 --sweep --stream   # thread choice under load; streaming
+
+``--busy N`` runs N busy processes of its own (``while True: pass``) for the whole measurement and
+stops them at the end. ``--sweep``: for the compiled and the PyTorch step at batch 1 and 8, the
+default thread choice (``generation/threads.py``) against each fixed thread count, interleaved.
+``--stream``: batch 1 through ``generation.stream``: time to the first note, and the real-time
+factor (seconds of music generated per second of wall time; the random-weight model's music, and
+tokens/s over the ~52 tokens a second of MAESTRO music).
 
 Model shape: gpt2_10M (12 layers, 8 heads, 256 wide; ``configs/model/gpt2_10M.yaml``), context 1024, vocab
 1241, random weights. Workload per batch size (1 and 8): a 256-token prompt (the opening of a demo
@@ -21,15 +29,19 @@ import argparse
 import datetime
 import os
 import platform
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 
 from piano_gpt.data.demo import load_demo_records
-from piano_gpt.generation import generate_samples, native, sample_ids
+from piano_gpt.generation import generate_samples, native, sample_ids, stream
 from piano_gpt.midi import make_notes
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
@@ -104,9 +116,10 @@ def time_ours(
     fast: bool = True,
     compiled: bool = True,
     grammar: bool = True,
+    threads: int | None = None,
 ) -> float:
     """Seconds for one ``sample_ids`` call; ``compiled=False``: FastRunner's PyTorch step;
-    ``grammar=False``: without the note grammar."""
+    ``grammar=False``: without the note grammar; ``threads``: fixed (None: the default choice)."""
     os.environ["PIANO_GPT_NATIVE"] = "1" if compiled else "0"
     try:
         start = time.perf_counter()
@@ -120,6 +133,7 @@ def time_ours(
             fast=fast,
             seed=0,
             grammar=grammar,
+            threads=threads,
         )
         seconds = time.perf_counter() - start
     finally:
@@ -148,6 +162,90 @@ def time_batch(
     return rate, best
 
 
+MAESTRO_TOKENS_PER_SECOND = 52  # tokens a second of MAESTRO music takes (~10 notes/s)
+
+
+def start_busy(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop_busy(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def thread_sweep(ours, tokenizer, prompt, repeats: int) -> None:
+    """Default thread choice vs each fixed count: compiled and PyTorch step, batch 1 and 8."""
+    counts = list(range(1, os.cpu_count() + 1))
+    print(
+        "\n| step | batch | default | " + " | ".join(f"{n} thread(s)" for n in counts) + " | default / best |"
+    )
+    print("|---|---|---|" + "---|" * len(counts) + "---|")
+    for compiled in (True, False):
+        for batch in (1, 8):
+            new = NEW_TOKENS if batch == 1 else NEW_TOKENS // 4
+            settings = [None, *counts]
+            times = {n: [] for n in settings}
+            for _ in range(repeats):
+                for n in settings:
+                    times[n].append(
+                        time_ours(ours, tokenizer, prompt, batch, new, compiled=compiled, threads=n)
+                    )
+            rate = {n: batch * new / statistics.median(v) for n, v in times.items()}
+            best = max(rate[n] for n in counts)
+            print(
+                f"| {'compiled' if compiled else 'PyTorch'} | {batch} | {rate[None]:.0f} tok/s | "
+                + " | ".join(f"{rate[n]:.0f}" for n in counts)
+                + f" | {rate[None] / best:.2f} |",
+                flush=True,
+            )
+
+
+def time_stream(ours, tokenizer, notes, repeats: int) -> None:
+    """Time to the first note and real-time factor of a batch-1 stream (256-token prompt)."""
+    offset = float(notes["start"].min())
+    prompt_notes = notes.iloc[: len(tokenizer.decode(tokenizer.encode(notes)[:PROMPT_TOKENS]))]
+    prompt_notes = prompt_notes.reset_index(drop=True)
+    firsts, factors, rates, tokens_only, batch_call = [], [], [], [], []
+    prompt_ids = tokenizer.encode(prompt_notes)
+    options = dict(max_new_tokens=NEW_TOKENS, top_k=TOP_K, seed=0)
+    for _ in range(repeats):
+        # What the note stream costs the batch call (generate_samples runs it): the same ids either way.
+        start = time.perf_counter()
+        sample_ids(ours, tokenizer, prompt_ids, **options)
+        tokens_only.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        generate_samples(ours, tokenizer, prompt_notes, **options)
+        batch_call.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        first = None
+        chunks = []
+        for chunk in stream(ours, tokenizer, prompt_notes, **options):
+            if first is None:
+                first = time.perf_counter() - start
+            chunks.append(chunk)
+        seconds = time.perf_counter() - start
+        generated = pd.concat(chunks)
+        music = float(generated["end"].max() - prompt_notes["end"].max())
+        firsts.append(first)
+        factors.append(music / seconds)
+        rates.append(NEW_TOKENS / seconds / MAESTRO_TOKENS_PER_SECOND)
+    print(
+        f"\nstream, batch 1, {len(tokenizer.encode(prompt_notes))}-token prompt (from {offset:.1f} s), "
+        f"{NEW_TOKENS} new tokens: time to first note {statistics.median(firsts) * 1000:.0f} ms "
+        f"(min {min(firsts) * 1000:.0f}); real-time factor {statistics.median(factors):.1f}x (random weights' "
+        f"music), {statistics.median(rates):.1f}x at MAESTRO's {MAESTRO_TOKENS_PER_SECOND} tokens/s",
+        flush=True,
+    )
+    print(
+        f"batch call (generate_samples, notes through the stream) {statistics.median(batch_call):.3f} s vs "
+        f"ids only (sample_ids) {statistics.median(tokens_only):.3f} s: "
+        f"x{statistics.median(batch_call) / statistics.median(tokens_only):.3f}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,10 +255,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--bf16", action="store_true", help="also time both models in bfloat16")
     parser.add_argument("--long", action="store_true", help="also time a 3-minute continuation")
+    parser.add_argument("--busy", type=int, default=0, help="busy processes running meanwhile")
+    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="new tokens per call")
+    parser.add_argument("--sweep", action="store_true", help="only: default threads vs each fixed count")
+    parser.add_argument("--stream", action="store_true", help="only: time to first note, real-time factor")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
+    globals()["NEW_TOKENS"] = args.new_tokens
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still stop the busy processes
+    busy = start_busy(args.busy)
+    try:
+        run(args)
+    finally:
+        stop_busy(busy)
+
+
+def run(args) -> None:
 
     tokenizer = ExponentialTimeTokenizer()
     torch.manual_seed(0)
@@ -181,11 +293,20 @@ def main() -> None:
         f"# compiled step: {'loaded' if compiled else 'UNAVAILABLE: ' + str(native.unavailable_reason())} "
         f"({build:.2f} s to build or load)"
     )
+    print(f"# {args.busy} busy process(es) of this benchmark running meanwhile")
     # Warm-up (allocations, kernels' first calls).
     time_hf(hf, prompt, 1, 16)
     for batch in (1, 2):
         time_ours(ours, tokenizer, prompt, batch, 16)
         time_ours(ours, tokenizer, prompt, batch, 16, compiled=False)
+    if args.sweep or args.stream:
+        if args.sweep:
+            thread_sweep(ours, tokenizer, prompt, args.repeats)
+        if args.stream:
+            time_stream(ours, tokenizer, notes, args.repeats)
+        load_after = os.getloadavg()
+        print(f"\nload average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+        return
 
     kinds = ("hf", "ours", "ours_no_grammar", "ours_torch", "ours_reference")
     rows = []

@@ -183,9 +183,21 @@ def generate(info, prompt, settings, prompt_title=None):
     with st.spinner(f"Loading {info.label}..."):
         model, tokenizer, _ = cached_model(str(info.path), info.modified)
     bar = st.progress(0.0, text="generating...")
+    live = st.empty()  # the pianoroll growing while a continuation streams
+
+    def show_live(seed, notes):
+        parts = {"prompt": prompt, f"seed {seed}: {len(notes)} notes so far": notes}
+        live.altair_chart(pianoroll_chart(parts, height=260), width="stretch")
+
     results = dl.run_generation(
-        model, tokenizer, prompt, settings, progress=lambda f, text: bar.progress(min(f, 1.0), text=text)
+        model,
+        tokenizer,
+        prompt,
+        settings,
+        progress=lambda f, text: bar.progress(min(f, 1.0), text=text),
+        on_notes=show_live,
     )
+    live.empty()
     bar.progress(1.0, text=f"done: {len(results)} generation(s)")
     st.session_state["results"] = {"checkpoint": info.label, "settings": settings, "results": results}
     saved = guarded(dl.save_results, info.path, settings, results, prompt_title)  # the generation store

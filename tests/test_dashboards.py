@@ -331,6 +331,27 @@ def test_run_generation_is_seeded_and_continues_the_prompt(tiny_model):
     assert calls[-1] == pytest.approx(1.0) and calls == sorted(calls)
 
 
+def test_run_generation_shows_the_continuation_growing(tiny_model):
+    model, tokenizer = tiny_model
+    prompt = make_notes([60, 64, 67] * 4, [80] * 12, np.arange(12) * 0.25, np.arange(12) * 0.25 + 0.2)
+    settings = dl.GenerationSettings(seeds=(3,), max_new_tokens=80, top_k=50)
+    shown = []
+    (result,) = dl.run_generation(
+        model,
+        tokenizer,
+        prompt,
+        settings,
+        on_notes=lambda seed, notes: shown.append((seed, notes)),
+        redraw_seconds=0,
+    )
+    assert len(shown) > 2 and all(seed == 3 for seed, _ in shown)
+    sizes = [len(notes) for _, notes in shown]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    pd.testing.assert_frame_equal(shown[-1][1], result.notes)  # the last picture is the result
+    final = set(map(tuple, result.notes.itertuples(index=False)))
+    assert all(set(map(tuple, notes.itertuples(index=False))) <= final for _, notes in shown)
+
+
 def test_generation_through_piano_gpt_generation(tiny_model):
     model, tokenizer = tiny_model
     prompt = make_notes([60, 64, 67] * 4, [80] * 12, np.arange(12) * 0.25, np.arange(12) * 0.25 + 0.2)

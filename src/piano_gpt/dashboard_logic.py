@@ -1,8 +1,8 @@
 """What the Streamlit dashboards do, without Streamlit: testable functions the pages call.
 
 - ``dashboards/prompt_practice.py``: :func:`list_checkpoints`, :func:`read_uploaded_midi`,
-  :func:`edit_prompt`, :func:`run_generation` (``piano_gpt.generation``: ``generate_samples`` and
-  ``task_samples``);
+  :func:`edit_prompt`, :func:`run_generation` (``piano_gpt.generation``: a ``ContinuationStream``,
+  followed as it grows, and ``task_samples``);
 - ``dashboards/piano_dataset_review.py``: :func:`load_dataset_items`, :func:`items_table`,
   :func:`note_stats`, :func:`velocity_histogram`, :func:`token_table`, :func:`roundtrip_check`,
   :func:`task_split`;
@@ -15,9 +15,11 @@ Errors meant for the user are :class:`DashboardError` (a ``ValueError``) with a 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +30,9 @@ import pandas as pd
 
 from piano_gpt.data.demo import DEMO_CORPUS_PATH
 from piano_gpt.data.task_datasets import rebase
-from piano_gpt.generation import generate_samples, task_samples
+from piano_gpt.generation import ContinuationStream, task_samples
 from piano_gpt.generation.conditioning import known_tokens
+from piano_gpt.generation.streaming import notes_table
 from piano_gpt.midi import (
     PIANO_PITCH_RANGE,
     MidiReadError,
@@ -53,6 +56,7 @@ DATASET_KINDS = ("demo", "maestro", "hf")
 GENERATION_MODES = ("continuation", "task")
 
 Progress = Callable[[float, str], None]
+LIVE_REDRAW_SECONDS = 0.3  # how often the growing pianoroll is redrawn while a continuation streams
 
 
 class DashboardError(ValueError):
@@ -333,12 +337,31 @@ def _options(settings: GenerationSettings, seed: int) -> dict:
     }
 
 
-def generate_one(model, tokenizer, prompt, settings: GenerationSettings, seed: int) -> GenerationResult:
-    """One seed's :class:`GenerationResult` (``generate_samples`` or ``task_samples``)."""
+def generate_one(
+    model,
+    tokenizer,
+    prompt,
+    settings: GenerationSettings,
+    seed: int,
+    on_notes: Callable[[pd.DataFrame], None] | None = None,
+    redraw_seconds: float = LIVE_REDRAW_SECONDS,
+) -> GenerationResult:
+    """One seed's :class:`GenerationResult` (a continuation stream or ``task_samples``). A
+    continuation calls ``on_notes`` with the notes so far as they come (at most every
+    ``redraw_seconds``, and once at the end)."""
     options = _options(settings, seed)
     try:
         if settings.mode == "continuation":
-            (generation,) = generate_samples(model, tokenizer, prompt, **options)
+            continuation = ContinuationStream(model, tokenizer, prompt, **options)
+            so_far, shown = [], time.monotonic()
+            for streamed in continuation:
+                so_far += streamed.rows
+                if on_notes is not None and time.monotonic() - shown >= redraw_seconds:
+                    on_notes(notes_table(so_far))
+                    shown = time.monotonic()
+            (generation,) = continuation.generations()
+            if on_notes is not None:
+                on_notes(generation.notes)
             return GenerationResult(
                 seed, generation.notes, prompt, None, len(generation.ids), generation.stop_reason
             )
@@ -365,9 +388,16 @@ def generate_one(model, tokenizer, prompt, settings: GenerationSettings, seed: i
 
 
 def run_generation(
-    model, tokenizer, prompt: pd.DataFrame, settings: GenerationSettings, progress: Progress | None = None
+    model,
+    tokenizer,
+    prompt: pd.DataFrame,
+    settings: GenerationSettings,
+    progress: Progress | None = None,
+    on_notes: Callable[[int, pd.DataFrame], None] | None = None,
+    redraw_seconds: float = LIVE_REDRAW_SECONDS,
 ) -> list[GenerationResult]:
-    """One :class:`GenerationResult` per seed of ``settings`` (continuation or PIANO task mode)."""
+    """One :class:`GenerationResult` per seed of ``settings`` (continuation or PIANO task mode);
+    ``on_notes(seed, notes so far)`` follows a continuation as it grows (see :func:`generate_one`)."""
     if settings.mode not in GENERATION_MODES:
         raise DashboardError(f"unknown mode {settings.mode!r}: use {' or '.join(GENERATION_MODES)}")
     if settings.mode == "task" and not settings.task:
@@ -385,7 +415,8 @@ def run_generation(
                 progress((index + min(max(fraction, 0.0), 1.0)) / n, f"seed {seed}: {text}")
 
         report(0.0, "generating")
-        result = generate_one(model, tokenizer, prompt, settings, int(seed))
+        live = None if on_notes is None else functools.partial(on_notes, int(seed))
+        result = generate_one(model, tokenizer, prompt, settings, int(seed), live, redraw_seconds)
         results.append(result)
         report(1.0, f"{len(result.notes)} notes")
     return results

@@ -11,6 +11,7 @@
     piano-gpt tasks [--set NAME] [--json]                             # the PIANO tasks, families, descriptions
     piano-gpt benchmark export|predict|score ...   # a frozen PIANO set; any system's predictions scored
     piano-gpt convert OLD.pt OUT_DIR    # an original Piano-GPT .pt checkpoint as a checkpoint folder
+    piano-gpt play CHECKPOINT [--prompt IN.mid] [--port NAME] [--duration 30]   # live, to a MIDI port
 
 ``scripts/download_model.py`` and ``scripts/upload_models.py`` are this command's ``download`` and
 ``upload``. The hub repo defaults to ``$PIANO_GPT_HUB_REPO`` (else epr-labs/piano-gpt); the token is
@@ -31,6 +32,7 @@ from piano_gpt.commands import generations, tasks
 from piano_gpt.commands.base import CommandError
 from piano_gpt.commands.benchmark import add_benchmark_args
 from piano_gpt.commands.convert import add_convert_args
+from piano_gpt.commands.play import add_play_args
 
 DASHBOARDS = ("prompt_practice", "piano_dataset_review", "saved_generations")
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -303,6 +305,7 @@ COMMANDS = {
         "export a frozen PIANO benchmark set, predict for it, score predictions",
     ),
     "convert": (add_convert_args, "convert an original Piano-GPT .pt checkpoint into a checkpoint folder"),
+    "play": (add_play_args, "continue a prompt and play it as it is generated (MIDI output, else a file)"),
 }
 
 

@@ -7,10 +7,12 @@ number of notes and, when the checkpoint's training shards are present, how much
 copied from the training set. ``output_path=OUT.wav`` also renders it as audio (the MIDI is written
 beside it as OUT.mid); ``store=true`` saves each generation in the generation store
 (``database_url=``, default ``$PIANO_GPT_DATABASE_URL`` or the SQLite file tmp/piano_gpt.sqlite).
+Ctrl-C in a continuation writes the notes generated so far and says so.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,12 +22,12 @@ from piano_gpt.commands.base import hydra_command, sampling_options
 from piano_gpt.commands.generations import check_store, open_store
 from piano_gpt.common import pick_device
 from piano_gpt.generation import (
+    ContinuationStream,
     Generation,
     GenerationConfig,
     GenerationError,
     NgramIndex,
     find_training_shards,
-    generate_samples,
     load_index,
     task_samples,
 )
@@ -77,16 +79,25 @@ def run(cfg: DictConfig) -> list[str]:
         fast=bool(cfg.fast),
         grammar=bool(cfg.grammar),
         max_note_seconds=None if cfg.max_note_seconds is None else float(cfg.max_note_seconds),
+        threads=None if cfg.get("threads") is None else int(cfg.threads),
     )
+    interrupted = False
     if cfg.mode == "continuation":
         if cfg.n_notes is not None or cfg.time_span is not None:
             raise GenerationError(
                 "n_notes and time_span condition task completion (mode=task); use max_notes/duration"
             )
-        generations = generate_samples(
+        continuation = ContinuationStream(
             model, tokenizer, prompt, config, composer=cfg.composer, dataset=cfg.dataset
         )
+        try:
+            for _ in continuation:
+                pass
+        except KeyboardInterrupt:  # Ctrl-C: keep what was generated so far
+            interrupted = True
+        generations = continuation.generations()
     elif cfg.mode == "task":
+        # A task's target is read only once complete: Ctrl-C there leaves nothing to write.
         if not cfg.task or prompt is None:
             raise GenerationError(
                 "mode=task needs task=NAME and prompt_path=IN.mid (the notes the task splits)"
@@ -107,7 +118,7 @@ def run(cfg: DictConfig) -> list[str]:
     else:
         raise GenerationError(f"mode={cfg.mode}: use continuation or task")
 
-    index = memorisation_index(cfg, checkpoint_config, tokenizer)
+    index = None if interrupted else memorisation_index(cfg, checkpoint_config, tokenizer)
     lines = []
     for generation, path in zip(generations, output_paths(cfg.output_path, config.seeds)):
         audio_path = path if path.suffix.lower() == ".wav" else None
@@ -117,6 +128,10 @@ def run(cfg: DictConfig) -> list[str]:
         if audio_path is not None:
             renderer = write_wav(generation.piece, audio_path, int(cfg.sample_rate))
             lines.append(f"wrote {audio_path}: audio at {int(cfg.sample_rate)} Hz, {renderer}")
+    if interrupted:
+        lines.append(
+            f"interrupted (Ctrl-C): wrote the {sum(len(g.notes) for g in generations)} notes generated so far"
+        )
     if cfg.get("store"):
         lines.append(store_generations(generations, checkpoint, cfg.prompt_path, cfg.get("database_url")))
     return lines
@@ -178,8 +193,15 @@ def _text(value) -> str:
 @hydra_command("generate")
 def main(cfg: DictConfig) -> None:
     check_options(cfg)
-    for line in run(cfg):
+    try:
+        lines = run(cfg)
+    except KeyboardInterrupt:  # before generation started, or in task mode
+        print("interrupted (Ctrl-C): nothing written", file=sys.stderr)
+        sys.exit(130)
+    for line in lines:
         print(line)
+    if lines and lines[-1].startswith("interrupted"):
+        sys.exit(130)  # the shell's status for Ctrl-C: the files hold a partial generation
 
 
 if __name__ == "__main__":

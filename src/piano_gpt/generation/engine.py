@@ -21,6 +21,7 @@ the distribution, except ``<EOGENAI>`` where a task completion may end.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -36,6 +37,8 @@ from piano_gpt.generation.grammar import (
 )
 from piano_gpt.generation.runner import runner_for
 from piano_gpt.generation.sampling import Sampler, SamplingConfig
+from piano_gpt.generation.streaming import NoteStream, NoteTables, notes_table
+from piano_gpt.generation.threads import ThreadChoice
 from piano_gpt.midi import clip_same_pitch_overlaps, empty_notes, make_notes
 from piano_gpt.model import GPT
 from piano_gpt.schema import Rule, check_values
@@ -46,6 +49,7 @@ STOP_MAX_NOTES = "max_notes"
 STOP_MAX_DURATION = "max_duration"
 STOP_MAX_NEW_TOKENS = "max_new_tokens"
 STOP_CONTEXT = "context"
+STOP_INTERRUPTED = "interrupted"  # a stream left before it finished (e.g. Ctrl-C)
 
 
 GENERATION_RULES = {
@@ -58,6 +62,8 @@ GENERATION_RULES = {
     "context_keep": Rule("float", 0.0, 0.999, low_open=True, meaning="a share of the window"),
     "fast": Rule("bool"),
     "grammar": Rule("bool"),
+    "carry_held_notes": Rule("bool"),
+    "threads": Rule("int", 1, 1024, optional=True, meaning="CPU threads (or null: chosen from the load)"),
 }
 
 
@@ -79,6 +85,7 @@ class GenerationConfig:
     fast: bool = True  # FastRunner; False: GPT.forward with model.KVCache (the reference path)
     grammar: bool = True  # keep the note grammar (generation/grammar.py); exact for the exponential tokenizer
     max_note_seconds: float | None = DEFAULT_MAX_NOTE_SECONDS  # longest note; None: no limit
+    threads: int | None = None  # CPU threads; None: chosen from the load as it goes (generation/threads.py)
 
     def __post_init__(self):
         try:
@@ -225,7 +232,6 @@ def carried_window(history: torch.Tensor, n_prefix: int, keep: int, tokenizer: M
     return torch.as_tensor(window, device=history.device)
 
 
-@torch.inference_mode()
 def sample_ids(
     model: GPT,
     tokenizer: MidiTokenizer,
@@ -240,7 +246,24 @@ def sample_ids(
     A prompt holding ``<GENAI>`` is a task completion: ``<EOGENAI>`` may end it, and it stops
     (``context``) rather than slide when the window is full.
     """
-    config = make_config(config, **options)
+    steps = sample_steps(model, tokenizer, prompt_ids, make_config(config, **options), n_prefix)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+@torch.inference_mode()  # on a generator function: around each resume, not while it waits
+def sample_steps(
+    model: GPT,
+    tokenizer: MidiTokenizer,
+    prompt_ids,
+    config: GenerationConfig,
+    n_prefix: int = 0,
+) -> Generator[np.ndarray, None, list[TokenSample]]:
+    """:func:`sample_ids` one step at a time: yields the ids each row keeps this step (``(B,)``, -1
+    where a row keeps none: it has stopped), and returns the TokenSamples when every row is done."""
     parameter = next(model.parameters())
     device = parameter.device
     block, max_time = model.config.block_size, model.config.max_music_time
@@ -290,52 +313,62 @@ def sample_ids(
         logits = runner.prefill(window, time.clamp(max=max_time - 1), batch_size)
         return logits, time[:, -1].expand(B).clone()
 
-    logits, time_now = prime(window_of(prompt[None]), B if B > 1 else None)
+    # CPU threads by the load (a GPU generation keeps torch's count for its few host ops).
+    threads = ThreadChoice(config.threads if device.type == "cpu" else torch.get_num_threads())
+    try:
+        logits, time_now = prime(window_of(prompt[None]), B if B > 1 else None)
 
-    out = torch.zeros(B, config.max_new_tokens, dtype=torch.long, device=device)
-    lengths = [config.max_new_tokens] * B
-    reasons = [STOP_MAX_NEW_TOKENS] * B
-    active = torch.ones(B, dtype=torch.bool, device=device)
-    check_eogenai = is_task and tables.eogenai_id is not None
-    notes = torch.zeros(B, dtype=torch.long, device=device) if config.max_notes is not None else None
-    elapsed = torch.zeros(B, dtype=torch.long, device=device) if config.max_duration is not None else None
-    max_units = math.floor(config.max_duration / tokenizer.time_unit + 1e-6) if elapsed is not None else 0
-    steps = config.max_new_tokens
-    for step in range(steps):
-        token = sampler(logits, grammar.allowed() if grammar is not None else None)
-        out[:, step] = token
-        if grammar is not None:
-            grammar.advance(token.cpu().numpy())
-        if check_eogenai or notes is not None or elapsed is not None:
-            hits = {}
-            if check_eogenai:
-                hits[STOP_EOGENAI] = token == tables.eogenai_id
-            if notes is not None:
-                notes += tables.note_counts[token]
-                hits[STOP_MAX_NOTES] = notes > config.max_notes
-            if elapsed is not None:
-                elapsed += tables.time_units[token]
-                hits[STOP_MAX_DURATION] = elapsed > max_units
-            stopped = torch.stack(list(hits.values())).any(dim=0) & active
-            if bool(stopped.any()):
-                for row in stopped.nonzero().flatten().tolist():
-                    lengths[row] = step
-                    reasons[row] = next(name for name, hit in hits.items() if bool(hit[row]))
-                active &= ~stopped
-                if not bool(active.any()):
-                    break
-        if step == steps - 1:
-            break
-        if runner.length >= block:
-            if is_task:
-                for row in active.nonzero().flatten().tolist():
-                    lengths[row], reasons[row] = step + 1, STOP_CONTEXT
+        out = torch.zeros(B, config.max_new_tokens, dtype=torch.long, device=device)
+        lengths = [config.max_new_tokens] * B
+        reasons = [STOP_MAX_NEW_TOKENS] * B
+        active = torch.ones(B, dtype=torch.bool, device=device)
+        check_eogenai = is_task and tables.eogenai_id is not None
+        notes = torch.zeros(B, dtype=torch.long, device=device) if config.max_notes is not None else None
+        elapsed = torch.zeros(B, dtype=torch.long, device=device) if config.max_duration is not None else None
+        max_units = math.floor(config.max_duration / tokenizer.time_unit + 1e-6) if elapsed is not None else 0
+        steps = config.max_new_tokens
+        running = np.ones(B, bool)  # rows still generating, as ``active`` (on the host)
+        for step in range(steps):
+            token = sampler(logits, grammar.allowed() if grammar is not None else None)
+            out[:, step] = token
+            drawn = token.cpu().numpy()
+            if grammar is not None:
+                grammar.advance(drawn)
+            if check_eogenai or notes is not None or elapsed is not None:
+                hits = {}
+                if check_eogenai:
+                    hits[STOP_EOGENAI] = token == tables.eogenai_id
+                if notes is not None:
+                    notes += tables.note_counts[token]
+                    hits[STOP_MAX_NOTES] = notes > config.max_notes
+                if elapsed is not None:
+                    elapsed += tables.time_units[token]
+                    hits[STOP_MAX_DURATION] = elapsed > max_units
+                stopped = torch.stack(list(hits.values())).any(dim=0) & active
+                if bool(stopped.any()):
+                    for row in stopped.nonzero().flatten().tolist():
+                        lengths[row] = step
+                        reasons[row] = next(name for name, hit in hits.items() if bool(hit[row]))
+                        running[row] = False
+                    active &= ~stopped
+            yield np.where(running, drawn, -1)
+            if not running.any():
                 break
-            history = torch.cat([prompt[None].expand(B, -1), out[:, : step + 1]], dim=1)
-            logits, time_now = prime(window_of(history), None)
-        else:
-            time_now = time_now + tables.time_units[token]
-            logits = runner.step(token, time_now.clamp(max=max_time - 1))
+            if step == steps - 1:
+                break
+            if runner.length >= block:
+                if is_task:
+                    for row in active.nonzero().flatten().tolist():
+                        lengths[row], reasons[row] = step + 1, STOP_CONTEXT
+                    break
+                history = torch.cat([prompt[None].expand(B, -1), out[:, : step + 1]], dim=1)
+                logits, time_now = prime(window_of(history), None)
+            else:
+                time_now = time_now + tables.time_units[token]
+                threads.current()  # re-chosen from the load every CHECK_SECONDS
+                logits = runner.step(token, time_now.clamp(max=max_time - 1))
+    finally:
+        threads.restore()
 
     out = out.cpu().numpy()
     return [
@@ -372,6 +405,103 @@ def _shift(notes: pd.DataFrame, seconds: float) -> pd.DataFrame:
     return notes.assign(start=notes["start"] + seconds, end=notes["end"] + seconds)
 
 
+@dataclass
+class StreamedNotes:
+    """Notes of one sample that have just become final."""
+
+    sample: int  # row: the sample of seed ``config.seed + sample``
+    rows: list[tuple]  # (pitch, velocity, start, end) of each
+
+    @property
+    def notes(self) -> pd.DataFrame:
+        """These notes as a note table on the prompt's clock (built on demand: ~0.2 ms)."""
+        return notes_table(self.rows)
+
+
+class ContinuationStream:
+    """A continuation generated step by step; iterate to get each sample's notes as soon as they are
+    final (:class:`StreamedNotes`: note off decoded, or the longest note reached); then
+    :meth:`generations` gives what :func:`generate_samples` returns (the same notes, same seed).
+
+    Left early (an exception in the loop, ``break``, Ctrl-C), :meth:`generations` still gives every
+    sample's notes so far (notes still held end at the last time), stopped ``interrupted``.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer: MidiTokenizer,
+        prompt_notes=None,
+        config: GenerationConfig | None = None,
+        *,
+        composer: str | None = None,
+        dataset: str | None = None,
+        **options,
+    ):
+        self.config = config = make_config(config, **options)
+        self.prompt = as_notes(prompt_notes)
+        offset = float(self.prompt["start"].min()) if len(self.prompt) else 0.0
+        prompt_ids = list(tokenizer.encode(_shift(self.prompt, -offset)))
+        conditioning = prefix_ids(tokenizer, composer=composer, dataset=dataset)
+        self.settings = {"mode": "continuation", **config.to_dict(), "composer": composer, "dataset": dataset}
+        tables = NoteTables(tokenizer)
+        self.rows = [NoteStream(tables, prompt_ids, offset, config.max_note_seconds) for _ in config.seeds]
+        self.steps = sample_steps(model, tokenizer, conditioning + prompt_ids, config, len(conditioning))
+        self.samples: list[TokenSample] | None = None  # once finished
+
+    def __iter__(self) -> Iterator[StreamedNotes]:
+        rows = self.rows
+        while True:
+            try:
+                kept = next(self.steps)
+            except StopIteration as finished:
+                self.samples = finished.value
+                break
+            for index, token in enumerate(kept.tolist()):
+                if token >= 0:
+                    row = rows[index]
+                    before = len(row.done)
+                    row.feed(token)
+                    if len(row.done) > before:
+                        yield StreamedNotes(index, row.done[before:])
+        for index, row in enumerate(rows):
+            before = len(row.done)
+            row.close()
+            if len(row.done) > before:
+                yield StreamedNotes(index, row.done[before:])
+
+    def generations(self) -> list[Generation]:
+        """One Generation per sample: finished, or interrupted with the notes so far."""
+        finished = self.samples is not None
+        if not finished:
+            self.steps.close()  # no more steps: the thread count goes back now, not when collected
+        generations = []
+        for index, (row, seed) in enumerate(zip(self.rows, self.config.seeds)):
+            if finished:
+                sample = self.samples[index]
+                ids, reason = sample.ids, sample.stop_reason
+            else:
+                row.close()
+                ids, reason = np.asarray(row.ids, np.int64), STOP_INTERRUPTED
+            notes = notes_table(row.done)
+            generations.append(Generation(notes, self.prompt, ids, seed, reason, self.settings))
+        return generations
+
+
+def stream(
+    model: GPT, tokenizer: MidiTokenizer, prompt_notes=None, config: GenerationConfig | None = None, **options
+) -> Iterator[pd.DataFrame]:
+    """Continue ``prompt_notes`` (one sample) and yield its notes as soon as each is final: note
+    tables on the prompt's clock, that together are :func:`generate`'s result for the same options
+    (``composer`` / ``dataset`` too). :class:`ContinuationStream` gives several samples, and what was
+    generated when the loop is left early."""
+    continuation = ContinuationStream(model, tokenizer, prompt_notes, config, **options)
+    if continuation.config.n_samples != 1:
+        raise GenerationError("stream() is one sample: use ContinuationStream for n_samples > 1")
+    for streamed in continuation:
+        yield streamed.notes
+
+
 def generate_samples(
     model: GPT,
     tokenizer: MidiTokenizer,
@@ -386,22 +516,14 @@ def generate_samples(
 
     The prompt is encoded from its first note (its absolute offset is restored on the output);
     ``composer`` / ``dataset`` put their conditioning tokens first (kept when the window slides).
+    This is :class:`ContinuationStream` run to the end.
     """
-    config = make_config(config, **options)
-    prompt = as_notes(prompt_notes)
-    offset = float(prompt["start"].min()) if len(prompt) else 0.0
-    prompt_ids = list(tokenizer.encode(_shift(prompt, -offset)))
-    conditioning = prefix_ids(tokenizer, composer=composer, dataset=dataset)
-    samples = sample_ids(model, tokenizer, conditioning + prompt_ids, config, n_prefix=len(conditioning))
-    n_prompt_notes = len(tokenizer.decode(prompt_ids))
-    settings = {"mode": "continuation", **config.to_dict(), "composer": composer, "dataset": dataset}
-    generations = []
-    for sample in samples:
-        decoded = tokenizer.decode(np.concatenate([np.asarray(prompt_ids, np.int64), sample.ids]))
-        notes = _shift(decoded.iloc[n_prompt_notes:].reset_index(drop=True), offset)
-        notes = playable(notes, config.max_note_seconds)
-        generations.append(Generation(notes, prompt, sample.ids, sample.seed, sample.stop_reason, settings))
-    return generations
+    continuation = ContinuationStream(
+        model, tokenizer, prompt_notes, config, composer=composer, dataset=dataset, **options
+    )
+    for _ in continuation:
+        pass
+    return continuation.generations()
 
 
 def generate(

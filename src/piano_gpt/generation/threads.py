@@ -1,0 +1,104 @@
+"""How many threads a generation runs on, chosen from how busy the machine is, and re-chosen as it goes.
+
+A decoding step of a small model is a few hundred microseconds of work split between threads that
+meet at a barrier many times a step (every layer, in the compiled step and in PyTorch's pool). When
+another process holds a core, the thread that shares it waits for the scheduler at each barrier and a
+step takes milliseconds instead: on 2 cores with one busy process, 2 threads ran 4-16x slower than 1
+(bench/RESULTS.md). So a generation uses every core only while the others are idle: it starts from
+the kernel's count of runnable tasks (``/proc/loadavg``) and, every ``CHECK_SECONDS``, measures what
+the rest of the machine used since the last check (``/proc/stat`` minus this process's CPU time).
+Without ``/proc`` (not Linux) it keeps torch's thread count.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+CHECK_SECONDS = 0.1  # how often the choice is revisited
+# Use every core only when the rest of the machine keeps less than this share of one core busy: a
+# thread that loses its core even briefly stalls every barrier of the step.
+IDLE_OTHERS = 0.25
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _runnable_others() -> float | None:
+    """Tasks the kernel counts as runnable now, other than this thread (None without /proc)."""
+    try:
+        with open("/proc/loadavg") as file:
+            running = int(file.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, running - 1)
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(seconds every CPU spent busy, seconds this process ran), both cumulative (None without /proc)."""
+    try:
+        with open("/proc/stat") as file:
+            fields = [int(x) for x in file.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal: steal is busy
+    own = os.times()
+    return busy / ticks, own.user + own.system
+
+
+def threads_for(others_busy: float, cores: int) -> int:
+    """Threads to use when the rest of the machine keeps ``others_busy`` cores busy."""
+    if others_busy < IDLE_OTHERS:
+        return cores
+    return max(1, min(cores, int(cores - others_busy + IDLE_OTHERS)))
+
+
+class ThreadChoice:
+    """The thread count of one generation: ``fixed`` when given, else chosen from the load (above).
+
+    :meth:`current` is cheap enough to call every step; it sets torch's thread count (for the
+    PyTorch step and the prompt) when the choice changes; :meth:`restore` puts torch's back.
+    """
+
+    def __init__(self, fixed: int | None = None):
+        self.cores = usable_cores()
+        self.saved = torch.get_num_threads()
+        self.fixed = fixed
+        self.last_check = time.monotonic()
+        self.last_cpu = _cpu_seconds()
+        if fixed is not None:
+            self.threads = fixed
+        else:
+            others = _runnable_others()
+            self.threads = self.saved if others is None else min(self.saved, threads_for(others, self.cores))
+        self._apply()
+
+    def _apply(self) -> None:
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def current(self) -> int:
+        if self.fixed is not None or self.last_cpu is None:
+            return self.threads
+        now = time.monotonic()
+        if now - self.last_check < CHECK_SECONDS:
+            return self.threads
+        cpu = _cpu_seconds()
+        wall = now - self.last_check
+        others = ((cpu[0] - self.last_cpu[0]) - (cpu[1] - self.last_cpu[1])) / wall
+        self.last_check, self.last_cpu = now, cpu
+        self.threads = min(self.saved, threads_for(max(others, 0.0), self.cores))
+        self._apply()
+        return self.threads
+
+    def restore(self) -> None:
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)

@@ -1,0 +1,68 @@
+"""The thread choice of a generation (generation/threads.py)."""
+
+import pytest
+import torch
+
+from piano_gpt.generation import GenerationError, make_config, sample_ids
+from piano_gpt.generation import threads as threads_module
+from piano_gpt.generation.threads import ThreadChoice, threads_for
+from piano_gpt.model import GPT, GPTConfig
+from piano_gpt.tokenizers import ExponentialTimeTokenizer
+
+
+def test_every_core_only_while_the_others_are_idle():
+    assert threads_for(0.0, 2) == 2 and threads_for(0.2, 2) == 2
+    assert threads_for(0.3, 2) == 1 and threads_for(1.0, 2) == 1 and threads_for(5.0, 2) == 1
+    assert threads_for(1.0, 8) == 7 and threads_for(0.9, 8) == 7 and threads_for(0.0, 8) == 8
+
+
+def test_the_choice_follows_the_measured_load(monkeypatch):
+    saved = torch.get_num_threads()
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads_module, "_runnable_others", lambda: 1)  # one busy process at the start
+    clock = [100.0]
+    cpu = [(50.0, 10.0)]  # (every CPU busy, this process) in seconds
+    monkeypatch.setattr(threads_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(threads_module, "_cpu_seconds", lambda: cpu[0])
+    try:
+        torch.set_num_threads(2)
+        choice = ThreadChoice()
+        assert choice.current() == 1 and torch.get_num_threads() == 1
+        clock[0] += 1.0
+        cpu[0] = (50.9, 10.85)  # the rest of the machine used 0.05 s of 1 s: idle
+        assert choice.current() == 2 and torch.get_num_threads() == 2
+        clock[0] += 0.01  # too soon to look again
+        cpu[0] = (52.0, 10.9)
+        assert choice.current() == 2
+        clock[0] += 1.0
+        cpu[0] = (54.0, 11.9)  # others: 2.0 - 1.0 = 1 core busy
+        assert choice.current() == 1
+        choice.restore()
+        assert torch.get_num_threads() == 2
+        fixed = ThreadChoice(fixed=2)
+        assert fixed.current() == 2
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_generation_takes_fixed_threads_and_restores_torchs():
+    tokenizer = ExponentialTimeTokenizer()
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(block_size=32, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16)
+    ).eval()
+    before = torch.get_num_threads()
+    (one,) = sample_ids(
+        model, tokenizer, tokenizer.encode_array(_prompt()), max_new_tokens=20, seed=1, threads=1
+    )
+    assert torch.get_num_threads() == before
+    (default,) = sample_ids(model, tokenizer, tokenizer.encode_array(_prompt()), max_new_tokens=20, seed=1)
+    assert (one.ids == default.ids).all()  # the thread count never changes what is drawn
+    with pytest.raises(GenerationError, match="threads"):
+        make_config(threads=0)
+
+
+def _prompt():
+    from piano_gpt.midi import make_notes
+
+    return make_notes([60, 62, 64], [80, 80, 80], [0.0, 0.2, 0.4], [0.3, 0.5, 0.7])
