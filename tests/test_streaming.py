@@ -180,6 +180,7 @@ def test_ctrl_c_in_the_generate_command_writes_the_notes_so_far(tokenizer, tmp_p
     drawn = int(meta["generated_tokens"])  # ~60: the window slides (re-primes) without a step
     assert meta["stop_reason"] == STOP_INTERRUPTED and 55 < drawn < 500
     # The batch call stopped after as many tokens has the same notes.
+    prompt = read_notes(tmp_path / "in.mid")  # the prompt as the command reads it (times on MIDI ticks)
     (expected,) = generate_samples(model, tokenizer, prompt, seed=3, max_new_tokens=drawn)
     written = read_notes(tmp_path / "out.mid")
     assert len(expected.notes) > 3 and len(written) == len(prompt) + len(expected.notes)

@@ -151,12 +151,13 @@ class NoteStream:
 
     def _settle_same_time(self) -> None:
         """The clock leaves the notes started at it: strikes of one key at one time are one note (the
-        loudest, the first of equals); those already ended are now final."""
+        loudest; of equals the last struck, whose key is held longest, as ``clip_same_pitch_overlaps``
+        keeps the longest); those already ended are now final."""
         if len(self.at_clock) > 1:
             best: dict[int, _Note] = {}
             for note in self.at_clock:
                 kept = best.get(note.pitch)
-                if kept is None or note.velocity > kept.velocity:
+                if kept is None or note.velocity >= kept.velocity:
                     if kept is not None:
                         kept.dropped = True
                     best[note.pitch] = note
