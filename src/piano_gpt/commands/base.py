@@ -47,9 +47,43 @@ def sampling_options(cfg: DictConfig) -> dict:
     return options
 
 
+def quote_plain_values(argv: list[str]) -> list[str]:
+    """``key=Dvořák.mid`` -> ``key='Dvořák.mid'`` where Hydra's override grammar rejects the bare value
+    (non-ASCII letters, some punctuation) and the quoted one parses: file names work as typed. Values
+    with grammar of their own (lists, sweeps, quotes, interpolations) are left as they are."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+
+    def parses(override: str) -> bool:
+        try:
+            parser.parse_override(override)
+        except Exception:
+            return False
+        return True
+
+    out = []
+    for arg in argv:
+        key, equals, value = arg.partition("=")
+        if (
+            equals
+            and value
+            and not arg.startswith("-")
+            and not any(c in value for c in "'\"\\[]{}(),=$")
+            and not parses(arg)
+            and parses(f"{key}='{value}'")
+        ):
+            arg = f"{key}='{value}'"
+        out.append(arg)
+    return out
+
+
 def hydra_command(config_name: str, also: tuple[type[BaseException], ...] = ()) -> Callable:
     """Decorate ``run(cfg)`` into a command's ``main()``: Hydra composes ``configs/<config_name>`` from
-    the command line, and a user error (``USER_ERRORS`` and ``also``) prints one line, exit status 2."""
+    the command line (Hydra's own flags work: ``--cfg job``, ``--info``, ``-m``, ``--help``), and a user
+    error prints one line, exit status 2: a bad command line before Hydra starts, ``USER_ERRORS`` and
+    ``also`` while the command runs."""
+    from piano_gpt.train.config import command_line_problem
 
     def decorate(run: Callable[[DictConfig], None]) -> Callable[[], None]:
         @functools.wraps(run)  # Hydra names the job after run's module
@@ -60,6 +94,18 @@ def hydra_command(config_name: str, also: tuple[type[BaseException], ...] = ()) 
                 print(f"error: {error}", file=sys.stderr)
                 sys.exit(2)
 
-        return hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base=None)(task)
+        hydra_main = hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base=None)(task)
+
+        @functools.wraps(run)
+        def main() -> None:
+            argv = quote_plain_values(sys.argv[1:])
+            problem = command_line_problem(argv, config_name)
+            if problem:
+                print(f"error: {problem}", file=sys.stderr)
+                sys.exit(2)
+            sys.argv = [sys.argv[0], *argv]
+            hydra_main()
+
+        return main
 
     return decorate

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from piano_gpt.commands.base import hydra_command
 from piano_gpt.train.checkpoint import read_checkpoint_config, resolve_checkpoint
-from piano_gpt.train.config import command_line_problem
 from piano_gpt.train.loop import summarize_log, train
 
 
@@ -29,6 +27,12 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
 @hydra_command("gpt2_pretraining")
 def run(cfg: DictConfig) -> None:
     resume_from = None
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN and cfg.get("run_name") is None:  # -m: one run folder per job
+        suffix = cfg.logging.get("wandb_run_name_suffix")
+        cfg.logging.wandb_run_name_suffix = (
+            f"{suffix}-job{hydra.job.num}" if suffix else f"job{hydra.job.num}"
+        )
     if cfg.get("resume"):
         cfg, resume_from = resume_config(cfg)
     run_dir = train(cfg, resume_from=resume_from)
@@ -37,12 +41,7 @@ def run(cfg: DictConfig) -> None:
     print(f"val_loss: {summary['first_val_loss']} -> {summary['last_val_loss']}")
 
 
-def main() -> None:
-    problem = command_line_problem(sys.argv[1:])  # unknown keys, bad syntax: one line, before Hydra
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    run()
+main = run
 
 
 if __name__ == "__main__":

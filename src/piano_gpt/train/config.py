@@ -164,31 +164,56 @@ def _check_model_fields(cfg: DictConfig) -> None:
         fail(str(error))
 
 
-def command_line_problem(argv: list[str]) -> str | None:
-    """One line on what is wrong with a training command line's config (unknown key, unknown option
-    of a config group, bad override syntax), or None; for ``__main__`` to print before Hydra's
-    several-line report. Values are checked later by :func:`validate_config`."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def command_line_problem(argv: list[str], config_name: str = "gpt2_pretraining") -> str | None:
+    """One line on what is wrong with a Hydra command line (unknown key, unknown option of a config
+    group, bad override syntax, bad flag), or None; for a command to print before Hydra's several-line
+    report. The line is read by Hydra's own argument parser, so its flags (``--cfg job``, ``--info``,
+    ``-m`` sweeps, ``--config-name``) mean what they mean to Hydra. Values are checked later (for
+    training by :func:`validate_config`)."""
+    import argparse
 
-    config_name, overrides, args = "gpt2_pretraining", [], list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg in ("--config-name", "-cn") and args:
-            config_name = args.pop(0)
-        elif arg.startswith("--config-name="):
-            config_name = arg.split("=", 1)[1]
-        elif arg.startswith("-"):
-            if arg in ("--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun"):
-                return None  # another config tree: leave it to Hydra
-            continue
-        elif not arg.lstrip("+~").startswith("hydra"):
-            overrides.append(arg)
-    if GlobalHydra.instance().is_initialized():
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if GlobalHydra.instance().is_initialized() or "--version" in argv:
         return None
+    parser = get_args_parser()
+
+    def refuse(message: str):
+        raise argparse.ArgumentError(None, message)
+
+    parser.error = refuse  # argparse would print its usage and exit
+    try:
+        args = parser.parse_args(argv)
+    except argparse.ArgumentError as error:
+        return f"{error.message} (--help lists the flags)"
+    if args.help or args.hydra_help or args.shell_completion:
+        return None
+    if args.config_path or args.config_dir or args.experimental_rerun:
+        return None  # another config tree: leave it to Hydra
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception as error:
+        return _one_line(error)
+    fixed, sweeps = [], []
+    for override in overrides:
+        if override.get_key_element().lstrip("+~").startswith("hydra"):
+            continue
+        if args.multirun and override.is_discrete_sweep():
+            sweeps.append((override.get_key_element(), list(override.sweep_string_iterator())))
+        elif not (args.multirun and override.is_sweep_override()):  # an interval: a sweeper plugin's
+            fixed.append(override.input_line)
+    # -m: every value of each sweep, the other sweeps at their first value.
+    variants = [[f"{key}={values[0]}" for key, values in sweeps]]
+    for i, (key, values) in enumerate(sweeps):
+        for value in values[1:]:
+            variants.append([*variants[0][:i], f"{key}={value}", *variants[0][i + 1 :]])
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-            compose(config_name, overrides=overrides)
+            for variant in variants:
+                compose(args.config_name or config_name, overrides=fixed + variant)
     except Exception as error:
         return _one_line(error)
     return None
@@ -208,7 +233,7 @@ def _one_line(error: BaseException) -> str:
             key = override.group(1)
             return (
                 f"unknown config key {key}: check its spelling "
-                f"(`python -m piano_gpt.train --cfg job` lists the keys; +{key}=... adds a new one)"
+                f"(--cfg job lists the keys; +{key}=... adds a new one)"
             )
     text = str(error)
     options = re.search(r"Available options in '([^']+)':\s*(.*?)(?:\nConfig search path|$)", text, re.S)
