@@ -99,3 +99,44 @@ def test_multirun_sweep_runs_one_job_per_value(tmp_path):
         rates.append(saved["run"]["lr"]["learning_rate"])
     assert rates == [1e-4, 3e-4]
     assert (tmp_path / "sweep" / "multirun.yaml").exists()
+
+
+def test_values_the_grammar_rejects_are_quoted_as_typed():
+    argv = ["prompt_path=Dvořák.mid", "output_path=plain.mid", "--cfg", "job", "tasks.names=[a,b]"]
+    assert quote_plain_values(argv) == [
+        "prompt_path='Dvořák.mid'",
+        "output_path=plain.mid",
+        "--cfg",
+        "job",
+        "tasks.names=[a,b]",
+    ]
+    assert quote_plain_values(["prompt_path='Chopin Étude.mid'"]) == ["prompt_path='Chopin Étude.mid'"]
+
+
+def test_generate_reads_and_writes_files_named_after_dvorak(tmp_path):
+    from piano_gpt.midi import make_notes, read_notes, write_notes
+    from piano_gpt.model import GPT, GPTConfig
+    from piano_gpt.tokenizers import ExponentialTimeTokenizer
+    from piano_gpt.train.checkpoint import save_checkpoint
+
+    tokenizer = ExponentialTimeTokenizer()
+    model = GPT(GPTConfig(block_size=64, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16))
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer)
+    write_notes(
+        make_notes([60, 64, 67], [70, 80, 90], [0.0, 0.5, 1.0], [0.4, 0.9, 1.4]), tmp_path / "Dvořák.mid"
+    )
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "piano_gpt.cli", "generate", "checkpoint_path=ckpt", "prompt_path=Dvořák.mid",
+            "output_path=Dvořák-Humoreske.mid", "max_new_tokens=20", "memorisation=false",
+        ],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(read_notes(tmp_path / "Dvořák-Humoreske.mid")) >= 3
+
+
+def test_a_value_still_unparsable_says_how_to_quote():
+    problem = command_line_problem(["dataset.extra_datasets=[Dvořák.mid]"])
+    assert "quote the value inside the argument, e.g. \"prompt_path='Dvořák.mid'\"" in problem
+    assert "\n" not in problem

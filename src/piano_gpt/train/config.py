@@ -247,6 +247,11 @@ def _one_line(error: BaseException) -> str:
     message = ": ".join(lines[:2]) or first
     if type(error).__name__ == "OverrideParseException" and "override" not in message:
         message = f"cannot parse the command line: {message}"
+    if "LexerNoViableAltException" in message:
+        message += (
+            " (unquoted values take only ASCII letters, digits and _-+./: quote the value inside the "
+            "argument, e.g. \"prompt_path='Dvořák.mid'\")"
+        )
     cause = str(causes[-1]).splitlines()[0] if causes[-1] is not error and str(causes[-1]).strip() else ""
     return f"{message} ({cause})" if cause and cause not in message else message
 
