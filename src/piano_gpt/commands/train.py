@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -36,6 +38,8 @@ def run(cfg: DictConfig) -> None:
     if cfg.get("resume"):
         cfg, resume_from = resume_config(cfg)
     run_dir = train(cfg, resume_from=resume_from)
+    if int(os.environ.get("RANK", 0)):
+        return  # under torchrun, rank 0 says it once
     summary = summarize_log(run_dir)
     print(f"run: {run_dir}")
     print(f"val_loss: {summary['first_val_loss']} -> {summary['last_val_loss']}")

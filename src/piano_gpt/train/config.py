@@ -88,13 +88,8 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
             f"training.microbatch_size={micro}: must be positive and divide data.batch_size={data.batch_size}"
         )
     _integer(cfg, "optimizer.max_iters", 0, "the number of optimizer steps")
-    _integer(cfg, "optimizer.gradient_accumulation_steps", 1, "the micro-batches per step")
     world = int(__import__("os").environ.get("WORLD_SIZE", 1))
-    if opt.gradient_accumulation_steps % world:
-        fail(
-            f"optimizer.gradient_accumulation_steps={opt.gradient_accumulation_steps} must be a multiple of "
-            f"the {world} processes (it is the global number of micro-batches per step)"
-        )
+    opt.gradient_accumulation_steps = gradient_accumulation(opt.get("gradient_accumulation_steps"), world)
     name = opt.get("name", "adamw")
     if name not in OPTIMIZERS:
         fail(f"optimizer.name={name}: use one of {', '.join(OPTIMIZERS)}")
@@ -150,6 +145,23 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
         suffix = cfg.logging.get("wandb_run_name_suffix")
         if suffix:
             cfg.run_name += f"-{suffix}"
+
+
+def gradient_accumulation(requested: int | None, world: int) -> int:
+    """Micro-batches per optimizer step over all ``world`` processes (each does its share): the
+    requested number when it divides among them, else :class:`ConfigError`; none requested (null, the
+    default): one per process, so that any torchrun works as written."""
+    key = "optimizer.gradient_accumulation_steps"
+    if requested is None:
+        return world
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        fail(f"{key}={requested}: must be the micro-batches per step (an integer >= 1, or null)")
+    if requested % world:
+        fail(
+            f"{key}={requested} must be a multiple of the {world} processes (it is the global number of "
+            f"micro-batches per step); leave it out for one per process"
+        )
+    return requested
 
 
 def _check_model_fields(cfg: DictConfig) -> None:

@@ -275,6 +275,12 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         persistent_workers=False,
     )
     batches = iter(loader)
+    if master:
+        print(
+            f"global batch: {tokens_per_step:,} tokens per step = {accumulation} micro-batches "
+            f"({accumulation // world} per process x {world}) x {batch} sequences x {cfg.data.context_size} tokens",
+            flush=True,
+        )
     eval_batches = fixed_eval_batches(val_data, cfg.eval_iters, batch, rank, world, equal_counts=fsdp)
 
     def checkpoint(name: str, val_loss: float | None) -> None:
