@@ -351,6 +351,7 @@ def test_upload_models_script_defaults_to_the_best_checkpoints_through_hfapi(tmp
         assert sorted(os.listdir(kwargs["folder_path"])) == WEIGHTS_ONLY
 
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(hub, "check_reachable", lambda: None)  # the fakes above are the hub
     monkeypatch.setenv(hub.REPO_ENV, REPO_ID)
     monkeypatch.chdir(tmp_path)
     assert cli.run_command("upload", [], prog="upload_models.py") == 0
@@ -504,9 +505,27 @@ def test_list_remote_checkpoints_reads_the_repo_listing(monkeypatch, capsys):
         return listing
 
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(hub, "check_reachable", lambda: None)  # the fake above is the hub
     monkeypatch.delenv(hub.SUBFOLDER_ENV, raising=False)
     assert hub.list_remote_checkpoints(REPO_ID) == ["a-best", "b-best"]
     assert hub.list_remote_checkpoints(REPO_ID, subfolder="") == ["d-best"]
     assert asked[0] == (REPO_ID, {"repo_type": "model", "revision": None})
     assert cli.run_command("download", ["--list", "--repo-id", REPO_ID, "--subfolder", "other"]) == 0
     assert capsys.readouterr().out.split() == ["c-best"]
+
+
+def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
+    """No network (the endpoint a closed local port): download --list, download and upload say so in
+    one line, instead of huggingface_hub's retry lines and a transport traceback."""
+    make_checkpoint(tmp_path / "runs" / "r" / "r-best")
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2"}
+    env.pop("HF_HUB_OFFLINE", None)
+    for args in (["download", "--list"], ["download", "m-best"], ["upload", "--runs-root", "runs"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "piano_gpt.cli", *args, "--repo-id", REPO_ID],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("piano-gpt: error: cannot reach the Hugging Face Hub at http://127.0.0.1:9")
+        assert "no network, or $HF_ENDPOINT is wrong" in line

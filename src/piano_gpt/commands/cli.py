@@ -141,8 +141,12 @@ def add_download_args(parser: argparse.ArgumentParser) -> None:
 
 
 def download_command(args: argparse.Namespace) -> int:
+    from huggingface_hub import constants
+
     from piano_gpt import hub
 
+    if args.list or not constants.HF_HUB_OFFLINE:  # offline, a download comes from the cache
+        hub.check_reachable()
     if args.list:
         repo_id = args.repo_id or hub.default_repo_id()
         names = hub.list_remote_checkpoints(repo_id, args.subfolder, args.revision)
@@ -203,6 +207,7 @@ def upload_command(args: argparse.Namespace) -> int:
             where = hub.remote_path(Path(path).resolve().name, args.subfolder)
             print(f"would upload {path} -> {repo_id}/{where}")
         return 0
+    hub.check_reachable()
     results = hub.upload_checkpoints(
         paths,
         repo_id=repo_id,
