@@ -8,13 +8,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from piano_gpt.commands.base import hydra_command
+from piano_gpt.commands.base import CommandError, hydra_command
 from piano_gpt.train.checkpoint import read_checkpoint_config, resolve_checkpoint
 from piano_gpt.train.loop import summarize_log, train
 
 
 def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
     """The saved run config of ``checkpoint_path``, with this command line's other keys on top."""
+    if OmegaConf.is_missing(cfg, "checkpoint_path") or not cfg.checkpoint_path:
+        raise CommandError(
+            "--config-name=resume_training needs the checkpoint to resume: checkpoint_path=DIR "
+            "(a run's <run_name>-last folder)"
+        )
     path = str(resolve_checkpoint(cfg.checkpoint_path))
     saved = OmegaConf.create(read_checkpoint_config(path, verify=True).run)
     keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
