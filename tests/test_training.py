@@ -334,3 +334,18 @@ def test_readme_torchrun_fsdp_command_runs_without_an_accumulation_key(tmp_path)
     assert done.stdout.count("global batch: 512 tokens per step = 2 micro-batches (1 per process x 2)") == 1
     assert done.stdout.count("val_loss:") == 1  # the closing summary: rank 0 only
     assert [r["iter"] for r in log_rows(tmp_path / "fsdp")] == [0, 1, 2]
+
+
+def test_wandb_without_a_key_stops_before_any_work(tmp_path, monkeypatch):
+    from piano_gpt.train.config import ConfigError
+    from piano_gpt.train.loop import check_wandb_key
+
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with pytest.raises(ConfigError, match=r"^logging.wandb_log=true: no W&B API key for api.wandb.ai \(set"):
+        train(config(tmp_path, "logging.wandb_log=true", "run_name=nokey"))
+    assert not (tmp_path / "nokey").exists()  # nothing built, nothing written
+    check_wandb_key("offline")
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    check_wandb_key(None)  # `wandb login` wrote one

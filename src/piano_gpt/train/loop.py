@@ -44,7 +44,13 @@ from piano_gpt.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from piano_gpt.train.config import build_tokenizer, model_checkpoint, task_names, validate_config
+from piano_gpt.train.config import (
+    ConfigError,
+    build_tokenizer,
+    model_checkpoint,
+    task_names,
+    validate_config,
+)
 from piano_gpt.train.optimizers import build_optimizer
 
 
@@ -134,6 +140,8 @@ class JsonlLog:
 def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
     """Run training as configured; returns the run directory."""
     validate_config(cfg, resume_from)
+    if cfg.logging.wandb_log:
+        check_wandb_key(cfg.logging.get("wandb_mode"))
     # ---- setup ------------------------------------------------------------------------------------
     ddp, rank, local_rank, world = setup_distributed()
     master = rank == 0
@@ -457,6 +465,28 @@ def evaluate(model, batches: list[dict], device: str, autocast, ddp: bool) -> fl
         dist.all_reduce(total)
     model.train()
     return (total[0] / total[1].clamp(min=1)).item()
+
+
+def check_wandb_key(mode: str | None) -> None:
+    """ConfigError before any work when W&B would log online without an API key (wandb itself stops
+    only when it starts, after the data and the model, with a UsageError)."""
+    import netrc
+    from urllib.parse import urlparse
+
+    mode = mode or os.environ.get("WANDB_MODE")
+    if mode in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        if path.is_file() and netrc.netrc(path).authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise ConfigError(
+        f"logging.wandb_log=true: no W&B API key for {host} (set WANDB_API_KEY or run `wandb login`); "
+        "logging.wandb_mode=offline logs locally, logging.wandb_log=false not at all"
+    )
 
 
 def start_wandb(cfg: DictConfig, run_name: str, run_id: str | None):
