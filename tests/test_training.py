@@ -349,3 +349,39 @@ def test_wandb_without_a_key_stops_before_any_work(tmp_path, monkeypatch):
     check_wandb_key("offline")
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
     check_wandb_key(None)  # `wandb login` wrote one
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_no_tmp_folder(tmp_path, monkeypatch):
+    import errno
+
+    import piano_gpt.train.checkpoint as checkpoint
+    from piano_gpt.model import GPT, GPTConfig
+    from piano_gpt.tokenizers import ExponentialTimeTokenizer
+
+    tokenizer = ExponentialTimeTokenizer()
+    model = GPT(GPTConfig(block_size=16, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=1, n_embd=8))
+    path = save_checkpoint(tmp_path / "run-best", model, tokenizer, metrics={"val_loss": 1.0})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_model", full)
+    with pytest.raises(CheckpointError) as caught:
+        save_checkpoint(path, model, tokenizer, metrics={"val_loss": 0.5})
+    message = str(caught.value)
+    assert (
+        message.startswith(f"{path}: not saved, no space left on the disk of {tmp_path}")
+        and "\n" not in message
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-best"]  # no run-best.tmp
+    assert verify_checkpoint(path)["metrics"]["val_loss"] == 1.0  # the previous one is kept
+
+    def safetensors_full(*args, **kwargs):  # what safetensors raises: its own error, the text only
+        raise RuntimeError(
+            'Error while serializing: IoError(Os { code: 28, message: "No space left on device" })'
+        )
+
+    monkeypatch.setattr(checkpoint, "save_model", safetensors_full)
+    with pytest.raises(CheckpointError, match="no space left"):
+        save_checkpoint(path, model, tokenizer)
+    assert not (tmp_path / "run-best.tmp").exists()
