@@ -529,3 +529,17 @@ def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
         (line,) = done.stderr.splitlines()
         assert line.startswith("piano-gpt: error: cannot reach the Hugging Face Hub at http://127.0.0.1:9")
         assert "no network, or $HF_ENDPOINT is wrong" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [("sqlite:///{tmp}/notes.txt", "file is not a database"), ("nosuchdb://x", "Can't load plugin")],
+)
+def test_register_into_what_is_not_a_database_is_one_line(tmp_path, capsys, monkeypatch, url, why):
+    pytest.importorskip("sqlalchemy", reason="the store extra")
+    make_checkpoint(tmp_path / "tmp" / "runs" / "r" / "r-best")
+    (tmp_path / "notes.txt").write_text("not a database, just some text that is long enough\n" * 20)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["models", "--register", "--database-url", url.format(tmp=tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("piano-gpt: error: cannot open the generation store ") and why in line

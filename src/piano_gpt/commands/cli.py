@@ -97,12 +97,16 @@ def models_command(args: argparse.Namespace) -> int:
         print(f"CORRUPT {problem}", file=sys.stderr)
     if args.register and infos:
         try:
-            from piano_gpt.store import GenerationStore
+            from piano_gpt.store import GenerationStore, StoreError
         except ImportError as error:
             raise CommandError(
                 f"the generation store needs the store extra: pip install 'piano-gpt[store]' ({error})"
             ) from error
-        with GenerationStore(args.database_url) as store:
+        try:
+            store = GenerationStore(args.database_url)
+        except StoreError as error:
+            raise CommandError(str(error)) from error
+        with store:
             for info in infos:
                 if str(info.path) in problems:
                     continue
