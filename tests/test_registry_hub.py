@@ -475,7 +475,7 @@ def test_download_model_script_as_in_the_readme(tmp_path):
 def test_dashboard_command_runs_streamlit_on_the_page(monkeypatch):
     pytest.importorskip("streamlit", reason="the dashboards extra")
     ran = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda command: ran.append(command) or 0)
+    monkeypatch.setattr(cli, "run_forwarding_signals", lambda command: ran.append(command) or 0)
     assert cli.main(["dashboard", "prompt_practice", "--", "--server.port", "8502"]) == 0
     (command,) = ran
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
@@ -543,3 +543,27 @@ def test_register_into_what_is_not_a_database_is_one_line(tmp_path, capsys, monk
     assert cli.main(["models", "--register", "--database-url", url.format(tmp=tmp_path)]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("piano-gpt: error: cannot open the generation store ") and why in line
+
+
+def test_killing_the_dashboard_command_stops_its_child(tmp_path):
+    """`kill <piano-gpt dashboard>` (SIGTERM) reaches the streamlit child: nothing is left running."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    parent = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import sys; from piano_gpt.commands.cli import run_forwarding_signals; "
+            f"sys.exit(run_forwarding_signals([sys.executable, '-c', {child!r}]))",
+        ]
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=120) == 128 + signal.SIGTERM  # the child died of the forwarded signal
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)

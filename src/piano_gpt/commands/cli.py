@@ -19,6 +19,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -259,10 +260,26 @@ def dashboard_command(args: argparse.Namespace) -> int:
     )
     command = [sys.executable, "-m", "streamlit", "run", str(path), *extra]
     print(" ".join(command), flush=True)
+    return run_forwarding_signals(command)
+
+
+def run_forwarding_signals(command: list[str]) -> int:
+    """Run ``command`` and wait for it; Ctrl-C, ``kill`` and a closed terminal (SIGINT, SIGTERM,
+    SIGHUP) go on to it, so that stopping this process stops the child too. Returns its exit status
+    (128 + the signal's number when a signal ended it, as a shell reports it)."""
+    child = subprocess.Popen(command)
+
+    def forward(signum, _frame) -> None:
+        child.send_signal(signum)
+
+    forwarded = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 130
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 - status if status < 0 else status
 
 
 # --- the Hydra commands ------------------------------------------------------------------------------
