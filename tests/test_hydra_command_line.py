@@ -140,3 +140,24 @@ def test_a_value_still_unparsable_says_how_to_quote():
     problem = command_line_problem(["dataset.extra_datasets=[Dvořák.mid]"])
     assert "quote the value inside the argument, e.g. \"prompt_path='Dvořák.mid'\"" in problem
     assert "\n" not in problem
+
+
+@pytest.mark.parametrize(
+    ("command", "groups"),
+    [
+        ("generate", []),
+        ("eval", ["dataset"]),
+        ("piano-eval", ["dataset", "tasks"]),
+        ("train-tokenizer", ["dataset", "tokenizer"]),
+        ("train", ["dataset", "lr", "model", "tasks", "tokenizer"]),
+    ],
+)
+def test_help_lists_only_the_config_groups_the_command_uses(command, groups, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    listed = sorted(line.split(":")[0] for line in out.split("== Config ==")[0].splitlines() if ": " in line)
+    assert listed == groups, out[:2000]
+    if groups:
+        assert "dataset: demo, full, maestro, small" in out

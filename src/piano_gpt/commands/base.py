@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from piano_gpt.configs import CONFIG_DIR
 from piano_gpt.evaluation.piano_eval import EvaluationError
@@ -17,6 +17,15 @@ from piano_gpt.hub import HubError
 from piano_gpt.midi import MidiReadError
 from piano_gpt.train.checkpoint import CheckpointError
 from piano_gpt.train.config import ConfigError
+
+
+def config_group_options(*groups: str) -> str:
+    """``group: option, option, ...`` lines of ``configs/<group>/``, for a command's ``--help``."""
+    lines = [f"{g}: {', '.join(sorted(p.stem for p in (CONFIG_DIR / g).glob('*.yaml')))}" for g in groups]
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("piano_gpt_config_groups", config_group_options, replace=True)
 
 
 class CommandError(Exception):
