@@ -385,3 +385,11 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_no_tmp_folder(tmp_path,
     with pytest.raises(CheckpointError, match="no space left"):
         save_checkpoint(path, model, tokenizer)
     assert not (tmp_path / "run-best.tmp").exists()
+
+
+def test_compile_says_it_is_compiling(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # the message, not the compiler, is tested
+    train(config(tmp_path, "system.compile=true", "optimizer.max_iters=1", "eval_interval=1", "run_name=c"))
+    out = capsys.readouterr().out
+    assert "compiling the model (system.compile=true): the first steps take a minute or more" in out
+    assert out.index("compiling the model") < out.index("iter 1/1")

@@ -262,6 +262,10 @@ def train(cfg: DictConfig, resume_from: str | None = None) -> Path:
         wandb_id = meta.get("wandb_id")
 
     if cfg.system.compile:
+        if master:  # the compilation itself happens in the first steps, silently
+            print(
+                "compiling the model (system.compile=true): the first steps take a minute or more", flush=True
+            )
         model = torch.compile(model)
     if ddp and not fsdp:
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
