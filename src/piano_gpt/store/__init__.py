@@ -13,14 +13,7 @@ The schema is managed by the Alembic migrations shipped in ``store/migrations``;
 Needs the ``store`` extra (sqlalchemy, alembic, psycopg).
 """
 
-from piano_gpt.store.api import (
-    GenerationRow,
-    GenerationStore,
-    ModelInfo,
-    PromptInfo,
-    StoredGeneration,
-    StoreError,
-)
+from piano_gpt.store.api import GenerationRow, GenerationStore, ModelInfo, PromptInfo, StoredGeneration
 from piano_gpt.store.blob import NotesBlobError, blob_to_notes, notes_to_blob
 from piano_gpt.store.engine import (
     DATABASE_URL_ENV,
@@ -45,7 +38,6 @@ __all__ = [
     "Prompt",
     "PromptInfo",
     "StoredGeneration",
-    "StoreError",
     "blob_to_notes",
     "current_revision",
     "get_engine",

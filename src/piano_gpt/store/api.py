@@ -21,7 +21,7 @@ import pandas as pd
 from sqlalchemy import URL, Select, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from piano_gpt.midi import make_notes
@@ -236,10 +236,6 @@ def _model_info(model: Model, generation_count: int | None = None) -> ModelInfo:
 
 
 # ------------------------------------------------------------------------------------------- store
-class StoreError(RuntimeError):
-    """A database that cannot be opened as the generation store; the message says which and why."""
-
-
 class GenerationStore:
     """Generations in a database (SQLite file by default, PostgreSQL via URL; see ``store.engine``).
 
@@ -248,18 +244,10 @@ class GenerationStore:
     """
 
     def __init__(self, url: str | URL | None = None, *, upgrade: bool = True, **engine_kwargs):
-        try:
-            self.url = resolve_url(url)
-            self.engine = get_engine(self.url, **engine_kwargs)
-            if upgrade:
-                upgrade_database(self.engine)
-        except SQLAlchemyError as error:  # not a database, no such driver, cannot connect: one line
-            cause = getattr(error, "orig", None) or error
-            where = self.url.render_as_string(hide_password=True) if hasattr(self, "url") else url
-            raise StoreError(
-                f"cannot open the generation store {where}: {str(cause).splitlines()[0]} (give a SQLite "
-                f"file path or a PostgreSQL URL, e.g. sqlite:///tmp/piano_gpt.sqlite)"
-            ) from error
+        self.url = resolve_url(url)
+        self.engine = get_engine(self.url, **engine_kwargs)
+        if upgrade:
+            upgrade_database(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
