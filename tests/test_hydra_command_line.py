@@ -162,3 +162,11 @@ def test_help_lists_only_the_config_groups_the_command_uses(command, groups, cap
     assert listed == groups, out[:2000]
     if groups:
         assert "dataset: demo, full, maestro, small" in out
+
+
+def test_the_command_body_is_reachable_under_the_wrappers():
+    """Tests call a command's body with a composed config as ``main.__wrapped__.__wrapped__(cfg)``."""
+    from piano_gpt.commands import generate
+
+    body = generate.main.__wrapped__.__wrapped__
+    assert body.__module__ == "piano_gpt.commands.generate" and not hasattr(body, "__wrapped__")

@@ -115,6 +115,7 @@ def hydra_command(config_name: str, also: tuple[type[BaseException], ...] = ()) 
             sys.argv = [sys.argv[0], *argv]
             hydra_main()
 
+        main.__wrapped__ = task  # as under Hydra's own wrapper: .__wrapped__.__wrapped__ is run
         return main
 
     return decorate
