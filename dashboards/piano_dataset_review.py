@@ -102,10 +102,14 @@ def show_overview(notes, source, label):
         st.altair_chart(chart, width="stretch")
 
 
-def choose_fragment(notes):
+def choose_fragment(notes, record: str):
     """The part of the record drawn, played and tokenized (long recitals are cut for speed)."""
     st.subheader("Pianoroll")
     left, right = st.columns(2)
+    if st.session_state.get("fragment_record") != record:  # another record: from its start, default length
+        for key in ("fragment_first", "fragment_count"):
+            st.session_state.pop(key, None)
+        st.session_state["fragment_record"] = record
     clamp_state("fragment_first", 0, max(len(notes) - 1, 0))
     clamp_state("fragment_count", 1, len(notes))
     first = left.number_input("First note", 0, max(len(notes) - 1, 0), 0, key="fragment_first")
@@ -188,7 +192,7 @@ def main():
         return
     notes, source, label = chosen
     guarded(show_overview, notes, source, label)
-    fragment = guarded(choose_fragment, notes)
+    fragment = guarded(choose_fragment, notes, label)
     if fragment is None or len(fragment) == 0:
         return
     guarded(show_fragment, fragment)

@@ -431,3 +431,25 @@ def test_items_table_and_filters(dataset):
         dl.load_dataset_items("hf", "validation", "/no/such/dataset")
     with pytest.raises(dl.DashboardError):
         dl.load_dataset_items("s3", "validation")
+
+
+def test_dataset_review_notes_shown_follows_the_record(dataset, monkeypatch):
+    """Notes shown is the new record's default after a switch, not the last record's value."""
+    monkeypatch.setenv("PIANO_GPT_SOUNDFONT", "none")
+    at = AppTest.from_file(DATASET_REVIEW, default_timeout=TIMEOUT).run()
+    records = at.selectbox(key="record").options
+    lengths = {}
+    for label in records[:12]:  # find two records of different lengths
+        at.selectbox(key="record").set_value(label).run()
+        lengths[label] = int({m.label: m.value for m in at.metric}["Notes"])
+        if len(set(lengths.values())) > 1 and max(lengths.values()) > 30:
+            break
+    longer = max(lengths, key=lengths.get)
+    shorter = min(lengths, key=lengths.get)
+    at.selectbox(key="record").set_value(shorter).run()
+    at.number_input(key="fragment_count").set_value(min(lengths[shorter], 20)).run()
+    at.number_input(key="fragment_first").set_value(1).run()
+    at.selectbox(key="record").set_value(longer).run()
+    assert_clean(at)
+    assert at.number_input(key="fragment_count").value == min(lengths[longer], 500)
+    assert at.number_input(key="fragment_first").value == 0

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -100,3 +103,23 @@ def test_demo_shards_build_once(tmp_path):
 def test_unknown_dataset_type():
     with pytest.raises(ValueError, match="unknown dataset type"):
         dataset_items({"type": "nope"}, "train")
+
+
+def test_a_hub_dataset_without_network_is_one_line(tmp_path):
+    """`python -m piano_gpt.train dataset=small` with no network (the endpoint a closed local port):
+    one line saying the dataset is on the hub and how to use a local copy; no retries, no traceback."""
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2"}
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        env.pop(key, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "piano_gpt.train", "dataset=small", "model=gpt2_demo", "out_dir=runs"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Retrying" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: epr-labs/maestro-sustain-v2 is a dataset on the hub; cannot reach the Hugging Face Hub at "
+        "http://127.0.0.1:9"
+    ), last
+    assert "no network? Use a local copy: dataset.base_datasets=[/path/to/copy]" in last

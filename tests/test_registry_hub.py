@@ -351,6 +351,7 @@ def test_upload_models_script_defaults_to_the_best_checkpoints_through_hfapi(tmp
         assert sorted(os.listdir(kwargs["folder_path"])) == WEIGHTS_ONLY
 
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(hub, "check_reachable", lambda: None)  # the fakes above are the hub
     monkeypatch.setenv(hub.REPO_ENV, REPO_ID)
     monkeypatch.chdir(tmp_path)
     assert cli.run_command("upload", [], prog="upload_models.py") == 0
@@ -474,7 +475,7 @@ def test_download_model_script_as_in_the_readme(tmp_path):
 def test_dashboard_command_runs_streamlit_on_the_page(monkeypatch):
     pytest.importorskip("streamlit", reason="the dashboards extra")
     ran = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda command: ran.append(command) or 0)
+    monkeypatch.setattr(cli, "run_forwarding_signals", lambda command: ran.append(command) or 0)
     assert cli.main(["dashboard", "prompt_practice", "--", "--server.port", "8502"]) == 0
     (command,) = ran
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
@@ -504,9 +505,65 @@ def test_list_remote_checkpoints_reads_the_repo_listing(monkeypatch, capsys):
         return listing
 
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", list_repo_files)
+    monkeypatch.setattr(hub, "check_reachable", lambda: None)  # the fake above is the hub
     monkeypatch.delenv(hub.SUBFOLDER_ENV, raising=False)
     assert hub.list_remote_checkpoints(REPO_ID) == ["a-best", "b-best"]
     assert hub.list_remote_checkpoints(REPO_ID, subfolder="") == ["d-best"]
     assert asked[0] == (REPO_ID, {"repo_type": "model", "revision": None})
     assert cli.run_command("download", ["--list", "--repo-id", REPO_ID, "--subfolder", "other"]) == 0
     assert capsys.readouterr().out.split() == ["c-best"]
+
+
+def test_an_unreachable_hub_is_one_line_without_retries(tmp_path):
+    """No network (the endpoint a closed local port): download --list, download and upload say so in
+    one line, instead of huggingface_hub's retry lines and a transport traceback."""
+    make_checkpoint(tmp_path / "runs" / "r" / "r-best")
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2"}
+    env.pop("HF_HUB_OFFLINE", None)
+    for args in (["download", "--list"], ["download", "m-best"], ["upload", "--runs-root", "runs"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "piano_gpt.cli", *args, "--repo-id", REPO_ID],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("piano-gpt: error: cannot reach the Hugging Face Hub at http://127.0.0.1:9")
+        assert "no network, or $HF_ENDPOINT is wrong" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [("sqlite:///{tmp}/notes.txt", "file is not a database"), ("nosuchdb://x", "Can't load plugin")],
+)
+def test_register_into_what_is_not_a_database_is_one_line(tmp_path, capsys, monkeypatch, url, why):
+    pytest.importorskip("sqlalchemy", reason="the store extra")
+    make_checkpoint(tmp_path / "tmp" / "runs" / "r" / "r-best")
+    (tmp_path / "notes.txt").write_text("not a database, just some text that is long enough\n" * 20)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["models", "--register", "--database-url", url.format(tmp=tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("piano-gpt: error: cannot open the generation store ") and why in line
+
+
+def test_killing_the_dashboard_command_stops_its_child(tmp_path):
+    """`kill <piano-gpt dashboard>` (SIGTERM) reaches the streamlit child: nothing is left running."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    parent = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import sys; from piano_gpt.commands.cli import run_forwarding_signals; "
+            f"sys.exit(run_forwarding_signals([sys.executable, '-c', {child!r}]))",
+        ]
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=120) == 128 + signal.SIGTERM  # the child died of the forwarded signal
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)

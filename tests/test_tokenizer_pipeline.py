@@ -302,3 +302,12 @@ def test_prepare_reuses_a_finished_dump(tmp_path):
     path = tokenizer_dataset_path(cfg)
     path.write_text("kept")
     assert prepare(cfg) == path and path.read_text() == "kept"
+
+
+def test_tokenizer_commands_leave_no_log_file_in_the_working_folder(tmp_path):
+    for command in ("prepare_tokenizer_dataset", "train_tokenizer"):
+        done = run(
+            ["-m", f"piano_gpt.{command}", "dataset=maestro", "dataset.path=/no/such/maestro"], tmp_path
+        )
+        assert done.returncode == 2, done.stderr[-3000:]  # Hydra ran the job (and set up its logging)
+    assert list(tmp_path.glob("*.log")) == []  # no prepare_tokenizer_dataset.log, train_tokenizer.log

@@ -284,3 +284,112 @@ def test_not_a_terminal_gets_one_plain_line_per_log_interval(tmp_path, capsys):
     assert [line.split()[1] for line in lines] == ["2/4", "4/4"]
     assert all("loss" in line and "tok/s" in line and "ETA" in line for line in lines)
     assert "\r" not in out
+
+
+def test_gradient_accumulation_fits_the_process_count():
+    from piano_gpt.train.config import ConfigError, gradient_accumulation
+
+    assert gradient_accumulation(None, 1) == 1  # none asked for: one micro-batch per process
+    assert gradient_accumulation(None, 2) == 2
+    assert gradient_accumulation(None, 8) == 8
+    assert gradient_accumulation(8, 2) == 8  # global: 4 per process
+    assert gradient_accumulation(3, 1) == 3
+    with pytest.raises(ConfigError, match=r"=3 must be a multiple of the 2 processes .* leave it out"):
+        gradient_accumulation(3, 2)
+    with pytest.raises(ConfigError, match=r"=0: must be the micro-batches per step"):
+        gradient_accumulation(0, 1)
+
+
+def test_the_config_takes_the_chosen_accumulation_and_the_log_names_the_global_batch(
+    tmp_path, monkeypatch, capsys
+):
+    from piano_gpt.train.config import validate_config
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    cfg = config(tmp_path)
+    validate_config(cfg)
+    assert cfg.optimizer.gradient_accumulation_steps == 4
+    monkeypatch.delenv("WORLD_SIZE")
+    train(config(tmp_path, "optimizer.max_iters=1", "eval_interval=1", "run_name=gb"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("global batch")]
+    # 1 micro-batch of 4 sequences of 64 tokens
+    assert lines == [
+        "global batch: 256 tokens per step = 1 micro-batches (1 per process x 1) x 4 sequences x 64 tokens"
+    ]
+
+
+@pytest.mark.slow
+def test_readme_torchrun_fsdp_command_runs_without_an_accumulation_key(tmp_path):
+    """The README's `torchrun --standalone --nproc-per-node=2 -m piano_gpt.train model=gpt2_demo
+    system.fsdp=true`, made tiny: gloo on CPU, two processes, no gradient_accumulation_steps given."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+            "-m", "piano_gpt.train", *TINY, "system.fsdp=true", "optimizer.max_iters=2", "eval_interval=2",
+            f"out_dir={tmp_path}", "run_name=fsdp",
+        ],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("global batch: 512 tokens per step = 2 micro-batches (1 per process x 2)") == 1
+    assert done.stdout.count("val_loss:") == 1  # the closing summary: rank 0 only
+    assert [r["iter"] for r in log_rows(tmp_path / "fsdp")] == [0, 1, 2]
+
+
+def test_wandb_without_a_key_stops_before_any_work(tmp_path, monkeypatch):
+    from piano_gpt.train.config import ConfigError
+    from piano_gpt.train.loop import check_wandb_key
+
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with pytest.raises(ConfigError, match=r"^logging.wandb_log=true: no W&B API key for api.wandb.ai \(set"):
+        train(config(tmp_path, "logging.wandb_log=true", "run_name=nokey"))
+    assert not (tmp_path / "nokey").exists()  # nothing built, nothing written
+    check_wandb_key("offline")
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    check_wandb_key(None)  # `wandb login` wrote one
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_no_tmp_folder(tmp_path, monkeypatch):
+    import errno
+
+    import piano_gpt.train.checkpoint as checkpoint
+    from piano_gpt.model import GPT, GPTConfig
+    from piano_gpt.tokenizers import ExponentialTimeTokenizer
+
+    tokenizer = ExponentialTimeTokenizer()
+    model = GPT(GPTConfig(block_size=16, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=1, n_embd=8))
+    path = save_checkpoint(tmp_path / "run-best", model, tokenizer, metrics={"val_loss": 1.0})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_model", full)
+    with pytest.raises(CheckpointError) as caught:
+        save_checkpoint(path, model, tokenizer, metrics={"val_loss": 0.5})
+    message = str(caught.value)
+    assert (
+        message.startswith(f"{path}: not saved, no space left on the disk of {tmp_path}")
+        and "\n" not in message
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-best"]  # no run-best.tmp
+    assert verify_checkpoint(path)["metrics"]["val_loss"] == 1.0  # the previous one is kept
+
+    def safetensors_full(*args, **kwargs):  # what safetensors raises: its own error, the text only
+        raise RuntimeError(
+            'Error while serializing: IoError(Os { code: 28, message: "No space left on device" })'
+        )
+
+    monkeypatch.setattr(checkpoint, "save_model", safetensors_full)
+    with pytest.raises(CheckpointError, match="no space left"):
+        save_checkpoint(path, model, tokenizer)
+    assert not (tmp_path / "run-best.tmp").exists()
+
+
+def test_compile_says_it_is_compiling(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # the message, not the compiler, is tested
+    train(config(tmp_path, "system.compile=true", "optimizer.max_iters=1", "eval_interval=1", "run_name=c"))
+    out = capsys.readouterr().out
+    assert "compiling the model (system.compile=true): the first steps take a minute or more" in out
+    assert out.index("compiling the model") < out.index("iter 1/1")

@@ -36,3 +36,22 @@ def peak_flops(device: str, override: float | None = None) -> float:
             if key in name:
                 return flops
     return PEAK_FLOPS.get(device_type, 1e11)
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub (``$HF_ENDPOINT``) cannot be reached, in a few words, or None when it
+    answers. One request, no retries, ``$HF_HUB_ETAG_TIMEOUT`` seconds at most: huggingface_hub and
+    datasets retry for ~30 s and then raise raw transport errors, so callers ask here first."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as error:  # any answer, even an HTTP error status, means it is reachable
+        transport = isinstance(error, OSError) or any(
+            cls.__name__ in ("TransportError", "ConnectionError") for cls in type(error).__mro__
+        )
+        if not transport:
+            raise
+        return f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({error or type(error).__name__})"
+    return None

@@ -51,6 +51,18 @@ class HubError(RuntimeError):
     """A download or upload that cannot be done; the message says why and what to do."""
 
 
+def check_reachable() -> None:
+    """:class:`HubError` in one line, within seconds, when the hub cannot be reached."""
+    from piano_gpt.common import hub_unreachable
+
+    reason = hub_unreachable()
+    if reason:
+        raise HubError(
+            f"{reason}: no network, or $HF_ENDPOINT is wrong. `piano-gpt models` lists the local "
+            "checkpoints; HF_HUB_OFFLINE=1 downloads from huggingface_hub's cache"
+        )
+
+
 def default_repo_id() -> str:
     return os.environ.get(REPO_ENV) or DEFAULT_REPO_ID
 
@@ -363,6 +375,7 @@ __all__ = [
     "DEFAULT_SUBFOLDER",
     "HUB_DOWNLOAD_DIR",
     "HubError",
+    "check_reachable",
     "best_checkpoints",
     "cached_checkpoint",
     "default_repo_id",

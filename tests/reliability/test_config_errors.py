@@ -174,3 +174,11 @@ def test_cli_resume_with_a_longer_context(tmp_path, small_checkpoint):
         run.returncode == 2
         and "data.context_size=64 is longer than the 32 tokens" in run.stderr.splitlines()[-1]
     )
+
+
+@pytest.mark.parametrize("given", [[], ["checkpoint_path=null"]])
+def test_cli_resume_without_a_checkpoint_in_one_line(tmp_path, given):
+    run = run_cli(tmp_path, "--config-name=resume_training", *given)
+    assert_one_line_error(
+        run, "--config-name=resume_training needs the checkpoint to resume: checkpoint_path=DIR", tmp_path
+    )

@@ -24,6 +24,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,16 @@ def models_command(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"the generation store needs the store extra: pip install 'piano-gpt[store]' ({error})"
             ) from error
-        with GenerationStore(args.database_url) as store:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            store = GenerationStore(args.database_url)
+        except SQLAlchemyError as error:  # not a database, no such driver, cannot connect
+            first_line = (str(error).splitlines() or [""])[0]
+            raise CommandError(
+                f"cannot open the generation store {args.database_url}: {first_line}"
+            ) from error
+        with store:
             for info in infos:
                 if str(info.path) in problems:
                     continue
@@ -150,8 +160,12 @@ def add_download_args(parser: argparse.ArgumentParser) -> None:
 
 
 def download_command(args: argparse.Namespace) -> int:
+    from huggingface_hub import constants
+
     from piano_gpt import hub
 
+    if args.list or not constants.HF_HUB_OFFLINE:  # offline, a download comes from the cache
+        hub.check_reachable()
     if args.list:
         repo_id = args.repo_id or hub.default_repo_id()
         names = hub.list_remote_checkpoints(repo_id, args.subfolder, args.revision)
@@ -222,6 +236,7 @@ def upload_command(args: argparse.Namespace) -> int:
             where = hub.remote_path(Path(path).resolve().name, args.subfolder)
             print(f"would upload {path} -> {repo_id}/{where}")
         return 0
+    hub.check_reachable()
     results = hub.upload_checkpoints(
         paths,
         repo_id=repo_id,
@@ -269,10 +284,26 @@ def dashboard_command(args: argparse.Namespace) -> int:
     )
     command = [sys.executable, "-m", "streamlit", "run", str(path), *extra]
     print(" ".join(command), flush=True)
+    return run_forwarding_signals(command)
+
+
+def run_forwarding_signals(command: list[str]) -> int:
+    """Run ``command`` and wait for it; Ctrl-C, ``kill`` and a closed terminal (SIGINT, SIGTERM,
+    SIGHUP) go on to it, so that stopping this process stops the child too. Returns its exit status
+    (128 + the signal's number when a signal ended it, as a shell reports it)."""
+    child = subprocess.Popen(command)
+
+    def forward(signum, _frame) -> None:
+        child.send_signal(signum)
+
+    forwarded = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 130
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 - status if status < 0 else status
 
 
 # --- the Hydra commands ------------------------------------------------------------------------------

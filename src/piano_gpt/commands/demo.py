@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from omegaconf import OmegaConf
 
+from piano_gpt.commands.base import quote_plain_values
 from piano_gpt.configs import CONFIG_DIR
 from piano_gpt.data.demo import load_demo_records
 from piano_gpt.data.records import record_to_notes
@@ -22,6 +25,7 @@ from piano_gpt.evaluation.continuation import continuation_prompts, evaluate_con
 from piano_gpt.generation import generate
 from piano_gpt.midi import write_notes
 from piano_gpt.train.checkpoint import find_checkpoint, load_checkpoint
+from piano_gpt.train.config import command_line_problem
 from piano_gpt.train.loop import summarize_log, train
 
 # Sized for 2 CPU cores and ~5 minutes of training: a 4-layer model, short context.
@@ -48,8 +52,7 @@ CONTINUATION_SECONDS = 10.0
 
 def run(argv: list[str]) -> int:
     started = time.time()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(config_name="gpt2_pretraining", overrides=DEMO_OVERRIDES + argv)
+    cfg = demo_config(argv)
     run_dir = train(cfg)
     summary = summarize_log(run_dir)
     checkpoint = find_checkpoint(run_dir)  # its -best (its -last when no evaluation improved)
@@ -99,8 +102,33 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+def demo_config(argv: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name="gpt2_pretraining", overrides=DEMO_OVERRIDES + argv)
+
+
 def main() -> None:
-    sys.exit(run(sys.argv[1:]))
+    """Hydra's flags as far as a single fixed job has them: ``--cfg job`` prints the config, ``--help``."""
+    argv = quote_plain_values(sys.argv[1:])
+    problem = command_line_problem([*DEMO_OVERRIDES, *argv])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    args = get_args_parser().parse_args(argv)
+    if args.help:
+        print(__doc__)
+        return
+    if args.cfg:
+        print(OmegaConf.to_yaml(demo_config(args.overrides)))
+        return
+    if [a for a in argv if a.startswith("-")]:
+        print(
+            "error: the demo takes only --cfg job and key=value overrides; for -m, --info or --config-name "
+            "use python -m piano_gpt.train dataset=demo ...",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    sys.exit(run(args.overrides))
 
 
 if __name__ == "__main__":

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import sys
+import os
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from piano_gpt.commands.base import hydra_command
+from piano_gpt.commands.base import CommandError, hydra_command
 from piano_gpt.train.checkpoint import find_checkpoint, read_checkpoint_config
-from piano_gpt.train.config import command_line_problem
 from piano_gpt.train.loop import summarize_log, train
 
 
 def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
     """The saved run config of ``checkpoint_path``, with this command line's other keys on top."""
+    if OmegaConf.is_missing(cfg, "checkpoint_path") or not cfg.checkpoint_path:
+        raise CommandError(
+            "--config-name=resume_training needs the checkpoint to resume: checkpoint_path=DIR "
+            "(a run's <run_name>-last folder)"
+        )
     path = str(find_checkpoint(cfg.checkpoint_path, prefer="last"))  # a run folder: its -last
     saved = OmegaConf.create(read_checkpoint_config(path, verify=True).run)
     keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
@@ -30,20 +35,23 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
 def run(cfg: DictConfig) -> None:
     resume_from = None
     force_resume = bool(cfg.get("force_resume", False))  # this command line's, never a saved one
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN and cfg.get("run_name") is None:  # -m: one run folder per job
+        suffix = cfg.logging.get("wandb_run_name_suffix")
+        cfg.logging.wandb_run_name_suffix = (
+            f"{suffix}-job{hydra.job.num}" if suffix else f"job{hydra.job.num}"
+        )
     if cfg.get("resume"):
         cfg, resume_from = resume_config(cfg)
     run_dir = train(cfg, resume_from=resume_from, force_resume=force_resume)
+    if int(os.environ.get("RANK", 0)):
+        return  # under torchrun, rank 0 says it once
     summary = summarize_log(run_dir)
     print(f"run: {run_dir}")
     print(f"val_loss: {summary['first_val_loss']} -> {summary['last_val_loss']}")
 
 
-def main() -> None:
-    problem = command_line_problem(sys.argv[1:])  # unknown keys, bad syntax: one line, before Hydra
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    run()
+main = run
 
 
 if __name__ == "__main__":

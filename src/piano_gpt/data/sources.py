@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from piano_gpt.common import hub_unreachable
 from piano_gpt.data.records import notes_to_record, record_to_notes
 from piano_gpt.midi import read_notes
 
@@ -94,6 +95,28 @@ def maestro_items(path: str | Path, split: str) -> list[MidiFileItem]:
     return items
 
 
+class DatasetUnavailableError(FileNotFoundError):
+    """A hub dataset that cannot be had here (no network, not in the cache)."""
+
+
+def _load_from_hub(name: str, split: str):
+    import datasets
+    from huggingface_hub import constants
+
+    advice = (
+        "Use a local copy: dataset.base_datasets=[/path/to/copy] (a save_to_disk folder or parquet files), "
+        "or dataset=maestro dataset.path=DIR; or HF_HUB_OFFLINE=1 if the datasets cache holds it"
+    )
+    if not (constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE):
+        reason = hub_unreachable()  # before datasets' ~30 s of retries
+        if reason:
+            raise DatasetUnavailableError(f"{name} is a dataset on the hub; {reason}: no network? {advice}")
+    try:
+        return datasets.load_dataset(name, split=split)
+    except ConnectionError as error:
+        raise DatasetUnavailableError(f"{name}: {error}. {advice}") from error
+
+
 def hf_items(name_or_path: str, split: str) -> list[RecordItem]:
     """An HF dataset in the epr-labs schema: a hub name, a ``save_to_disk`` folder, or parquet files.
 
@@ -115,7 +138,7 @@ def hf_items(name_or_path: str, split: str) -> list[RecordItem]:
                 raise FileNotFoundError(f"{path}: no parquet files for split {split!r}")
             dataset = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
     else:
-        dataset = datasets.load_dataset(name_or_path, split=split)
+        dataset = _load_from_hub(name_or_path, split)
     missing = {"notes", "source"} - set(dataset.column_names)
     if missing:
         raise ValueError(f"{name_or_path}: not in the epr-labs schema (missing columns {sorted(missing)})")

@@ -16,6 +16,7 @@ there if a crash falls exactly between them).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -213,30 +214,39 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
 
-    raw_model = getattr(model, "_orig_mod", model)
-    save_model(raw_model, str(tmp / "model.safetensors"))
-    tokenizer.save(tmp / "tokenizer.json")
-    config = CheckpointConfig(
-        format_version=CHECKPOINT_FORMAT,
-        model=raw_model.config.to_dict(),
-        run=run_config or {},
-        metrics=metrics or {},
-        training=training or {},
-        parameter_count=raw_model.num_parameters(),
-        git_commit=git_commit(),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        tokenizer=tokenizer.name,
-    )
-    _write_json(tmp / "config.json", config.to_json())
-    if training_tensors is not None:
-        save_file(training_tensors, str(tmp / "training_state.safetensors"))
-        _write_json(tmp / "training_state.json", training_meta or {})
-    files = sorted(p.name for p in tmp.iterdir())
-    _write_json(
-        tmp / MANIFEST,
-        {"format_version": CHECKPOINT_FORMAT, "sha256": {f: sha256_file(tmp / f) for f in files}},
-    )
-    _fsync_dir(tmp)
+    try:
+        raw_model = getattr(model, "_orig_mod", model)
+        save_model(raw_model, str(tmp / "model.safetensors"))
+        tokenizer.save(tmp / "tokenizer.json")
+        config = CheckpointConfig(
+            format_version=CHECKPOINT_FORMAT,
+            model=raw_model.config.to_dict(),
+            run=run_config or {},
+            metrics=metrics or {},
+            training=training or {},
+            parameter_count=raw_model.num_parameters(),
+            git_commit=git_commit(),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            tokenizer=tokenizer.name,
+        )
+        _write_json(tmp / "config.json", config.to_json())
+        if training_tensors is not None:
+            save_file(training_tensors, str(tmp / "training_state.safetensors"))
+            _write_json(tmp / "training_state.json", training_meta or {})
+        files = sorted(p.name for p in tmp.iterdir())
+        _write_json(
+            tmp / MANIFEST,
+            {"format_version": CHECKPOINT_FORMAT, "sha256": {f: sha256_file(tmp / f) for f in files}},
+        )
+        _fsync_dir(tmp)
+    except BaseException as error:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written folder left behind
+        if _disk_full(error):
+            raise CheckpointError(
+                f"{path}: not saved, no space left on the disk of {path.parent} ({error}); free some "
+                "space (the previous checkpoint is kept)"
+            ) from error
+        raise
 
     # At every instant one complete checkpoint resolves (see resolve_checkpoint): ``path``, or ``old``
     # between the two renames. When ``path`` is missing, ``old`` is the recovered copy of a save that
@@ -247,6 +257,15 @@ def save_checkpoint(
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _disk_full(error: BaseException) -> bool:
+    """A full disk or quota, as an OSError or as safetensors' own error (which carries only the text)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(error, Exception) and any(
+        text in str(error) for text in ("No space left on device", "Disk quota exceeded")
+    )
 
 
 def _fsync_dir(path: Path) -> None:

@@ -46,7 +46,9 @@ TRAINING_RULES = {  # every plain training key: what it accepts (model and token
     "data.context_size": Rule("int", 2, MAX_CONTEXT, meaning="at least 2 tokens"),
     "data.notes_per_record": Rule("int", 1, optional=True),
     "optimizer.max_iters": Rule("int", 0, meaning="the number of optimizer steps"),
-    "optimizer.gradient_accumulation_steps": Rule("int", 1, meaning="the micro-batches per step"),
+    "optimizer.gradient_accumulation_steps": Rule(
+        "int", 1, optional=True, meaning="the micro-batches per step (or null: one per process)"
+    ),
     "optimizer.weight_decay": Rule("float", 0.0, meaning="a weight decay"),
     "optimizer.beta1": Rule("float", 0.0, 0.9999, meaning="an Adam beta"),
     "optimizer.beta2": Rule("float", 0.0, 0.9999, meaning="an Adam beta"),
@@ -130,11 +132,7 @@ def validate_config(cfg: DictConfig, resume_from: str | None = None) -> None:
             f"training.microbatch_size={micro}: must be positive and divide data.batch_size={data.batch_size}"
         )
     world = int(__import__("os").environ.get("WORLD_SIZE", 1))
-    if opt.gradient_accumulation_steps % world:
-        fail(
-            f"optimizer.gradient_accumulation_steps={opt.gradient_accumulation_steps} must be a multiple of "
-            f"the {world} processes (it is the global number of micro-batches per step)"
-        )
+    opt.gradient_accumulation_steps = gradient_accumulation(opt.get("gradient_accumulation_steps"), world)
     name = opt.get("name", "auto")
     if name not in OPTIMIZERS:
         fail(f"optimizer.name={name}: use one of {', '.join(OPTIMIZERS)}")
@@ -199,6 +197,23 @@ def _check_tokenizer_fields(cfg: DictConfig) -> None:
         fail(str(error))
 
 
+def gradient_accumulation(requested: int | None, world: int) -> int:
+    """Micro-batches per optimizer step over all ``world`` processes (each does its share): the
+    requested number when it divides among them, else :class:`ConfigError`; none requested (null, the
+    default): one per process, so that any torchrun works as written."""
+    key = "optimizer.gradient_accumulation_steps"
+    if requested is None:
+        return world
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        fail(f"{key}={requested}: must be the micro-batches per step (an integer >= 1, or null)")
+    if requested % world:
+        fail(
+            f"{key}={requested} must be a multiple of the {world} processes (it is the global number of "
+            f"micro-batches per step); leave it out for one per process"
+        )
+    return requested
+
+
 def _check_model_fields(cfg: DictConfig) -> None:
     from piano_gpt.model import GPTConfig
 
@@ -211,31 +226,56 @@ def _check_model_fields(cfg: DictConfig) -> None:
         fail(str(error))
 
 
-def command_line_problem(argv: list[str]) -> str | None:
-    """One line on what is wrong with a training command line's config (unknown key, unknown option
-    of a config group, bad override syntax), or None; for ``__main__`` to print before Hydra's
-    several-line report. Values are checked later by :func:`validate_config`."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def command_line_problem(argv: list[str], config_name: str = "gpt2_pretraining") -> str | None:
+    """One line on what is wrong with a Hydra command line (unknown key, unknown option of a config
+    group, bad override syntax, bad flag), or None; for a command to print before Hydra's several-line
+    report. The line is read by Hydra's own argument parser, so its flags (``--cfg job``, ``--info``,
+    ``-m`` sweeps, ``--config-name``) mean what they mean to Hydra. Values are checked later (for
+    training by :func:`validate_config`)."""
+    import argparse
 
-    config_name, overrides, args = "gpt2_pretraining", [], list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg in ("--config-name", "-cn") and args:
-            config_name = args.pop(0)
-        elif arg.startswith("--config-name="):
-            config_name = arg.split("=", 1)[1]
-        elif arg.startswith("-"):
-            if arg in ("--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun"):
-                return None  # another config tree: leave it to Hydra
-            continue
-        elif not arg.lstrip("+~").startswith("hydra"):
-            overrides.append(arg)
-    if GlobalHydra.instance().is_initialized():
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if GlobalHydra.instance().is_initialized() or "--version" in argv:
         return None
+    parser = get_args_parser()
+
+    def refuse(message: str):
+        raise argparse.ArgumentError(None, message)
+
+    parser.error = refuse  # argparse would print its usage and exit
+    try:
+        args = parser.parse_args(argv)
+    except argparse.ArgumentError as error:
+        return f"{error.message} (--help lists the flags)"
+    if args.help or args.hydra_help or args.shell_completion:
+        return None
+    if args.config_path or args.config_dir or args.experimental_rerun:
+        return None  # another config tree: leave it to Hydra
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception as error:
+        return _one_line(error)
+    fixed, sweeps = [], []
+    for override in overrides:
+        if override.get_key_element().lstrip("+~").startswith("hydra"):
+            continue
+        if args.multirun and override.is_discrete_sweep():
+            sweeps.append((override.get_key_element(), list(override.sweep_string_iterator())))
+        elif not (args.multirun and override.is_sweep_override()):  # an interval: a sweeper plugin's
+            fixed.append(override.input_line)
+    # -m: every value of each sweep, the other sweeps at their first value.
+    variants = [[f"{key}={values[0]}" for key, values in sweeps]]
+    for i, (key, values) in enumerate(sweeps):
+        for value in values[1:]:
+            variants.append([*variants[0][:i], f"{key}={value}", *variants[0][i + 1 :]])
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-            compose(config_name, overrides=overrides)
+            for variant in variants:
+                compose(args.config_name or config_name, overrides=fixed + variant)
     except Exception as error:
         return _one_line(error)
     return None
@@ -255,7 +295,7 @@ def _one_line(error: BaseException) -> str:
             key = override.group(1)
             return (
                 f"unknown config key {key}: check its spelling "
-                f"(`python -m piano_gpt.train --cfg job` lists the keys; +{key}=... adds a new one)"
+                f"(--cfg job lists the keys; +{key}=... adds a new one)"
             )
     text = str(error)
     options = re.search(r"Available options in '([^']+)':\s*(.*?)(?:\nConfig search path|$)", text, re.S)
@@ -269,6 +309,11 @@ def _one_line(error: BaseException) -> str:
     message = ": ".join(lines[:2]) or first
     if type(error).__name__ == "OverrideParseException" and "override" not in message:
         message = f"cannot parse the command line: {message}"
+    if "LexerNoViableAltException" in message:
+        message += (
+            " (unquoted values take only ASCII letters, digits and _-+./: quote the value inside the "
+            "argument, e.g. \"prompt_path='Dvořák.mid'\")"
+        )
     cause = str(causes[-1]).splitlines()[0] if causes[-1] is not error and str(causes[-1]).strip() else ""
     return f"{message} ({cause})" if cause and cause not in message else message
 

@@ -47,6 +47,7 @@ from piano_gpt.train.checkpoint import (
     save_checkpoint,
 )
 from piano_gpt.train.config import (
+    ConfigError,
     build_tokenizer,
     model_checkpoint,
     optimizer_for,
@@ -189,6 +190,8 @@ def train(cfg: DictConfig, resume_from: str | None = None, force_resume: bool = 
         check_resume_target(resume_from, Path(cfg.out_dir) / cfg.run_name, cfg.run_name)
     if resume_from:
         read_run_log(Path(cfg.out_dir) / cfg.run_name / "log.jsonl")  # corrupt: refused before any work
+    if cfg.logging.wandb_log:
+        check_wandb_key(cfg.logging.get("wandb_mode"))
     # ---- setup ------------------------------------------------------------------------------------
     ddp, rank, local_rank, world = setup_distributed()
     master = rank == 0
@@ -315,6 +318,10 @@ def train(cfg: DictConfig, resume_from: str | None = None, force_resume: bool = 
         wandb_id = meta.get("wandb_id")
 
     if cfg.system.compile:
+        if master:  # the compilation itself happens in the first steps, silently
+            print(
+                "compiling the model (system.compile=true): the first steps take a minute or more", flush=True
+            )
         model = torch.compile(model)
     if ddp and not fsdp:
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
@@ -336,6 +343,12 @@ def train(cfg: DictConfig, resume_from: str | None = None, force_resume: bool = 
         persistent_workers=False,
     )
     batches = iter(loader)
+    if master:
+        print(
+            f"global batch: {tokens_per_step:,} tokens per step = {accumulation} micro-batches "
+            f"({accumulation // world} per process x {world}) x {batch} sequences x {cfg.data.context_size} tokens",
+            flush=True,
+        )
     eval_batches = fixed_eval_batches(val_data, cfg.eval_iters, batch, rank, world, equal_counts=fsdp)
 
     def checkpoint(name: str, val_loss: float | None) -> None:
@@ -512,6 +525,28 @@ def evaluate(model, batches: list[dict], device: str, autocast, ddp: bool) -> fl
         dist.all_reduce(total)
     model.train()
     return (total[0] / total[1].clamp(min=1)).item()
+
+
+def check_wandb_key(mode: str | None) -> None:
+    """ConfigError before any work when W&B would log online without an API key (wandb itself stops
+    only when it starts, after the data and the model, with a UsageError)."""
+    import netrc
+    from urllib.parse import urlparse
+
+    mode = mode or os.environ.get("WANDB_MODE")
+    if mode in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        if path.is_file() and netrc.netrc(path).authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise ConfigError(
+        f"logging.wandb_log=true: no W&B API key for {host} (set WANDB_API_KEY or run `wandb login`); "
+        "logging.wandb_mode=offline logs locally, logging.wandb_log=false not at all"
+    )
 
 
 def start_wandb(cfg: DictConfig, run_name: str, run_id: str | None):
