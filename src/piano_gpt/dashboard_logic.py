@@ -451,19 +451,14 @@ def parse_seeds(text: str, limit: int = 8) -> tuple[int, ...]:
 
 
 def open_store(database_url: str | None = None):
-    """The generation store (``piano_gpt.store.GenerationStore``; default URL: ``$PIANO_GPT_DATABASE_URL``,
+    """The generation store (``piano_gpt.store.open_store``; default URL: ``$PIANO_GPT_DATABASE_URL``,
     else the SQLite file tmp/piano_gpt.sqlite); :class:`DashboardError` when it cannot be opened."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from piano_gpt.store import GenerationStore
+    from piano_gpt import store
 
     try:
-        return GenerationStore(database_url or None)
-    except (SQLAlchemyError, ValueError) as error:
-        first_line = (str(error).splitlines() or [""])[0]
-        raise DashboardError(
-            f"cannot open the generation store {database_url or ''}: {first_line}"
-        ) from error
+        return store.open_store(database_url or None)
+    except store.StoreOpenError as error:
+        raise DashboardError(str(error)) from error
 
 
 def result_items(results: list[GenerationResult], settings: GenerationSettings) -> list[dict]:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 import sys
 from pathlib import Path
 
@@ -277,9 +276,7 @@ class FailingTokenizer:
 
 def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, tokenizer):
     path = save(tmp_path / "run-last", tokenizer, step=1)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match="no space left on the disk"):
         save_checkpoint(path, tiny_model(tokenizer), FailingTokenizer(tokenizer))
     assert verify_checkpoint(path)["metrics"] == {"step": 1}
-    with pytest.raises(CheckpointError, match="incomplete checkpoint"):
-        verify_checkpoint(tmp_path / "run-last.tmp")
-    shutil.rmtree(tmp_path / "run-last.tmp")
+    assert not (tmp_path / "run-last.tmp").exists()  # the half-written folder is removed

@@ -106,22 +106,9 @@ def models_command(args: argparse.Namespace) -> int:
     for problem in problems.values():
         print(f"CORRUPT {problem}", file=sys.stderr)
     if args.register and infos:
-        try:
-            from piano_gpt.store import GenerationStore
-        except ImportError as error:
-            raise CommandError(
-                f"the generation store needs the store extra: pip install 'piano-gpt[store]' ({error})"
-            ) from error
-        from sqlalchemy.exc import SQLAlchemyError
+        from piano_gpt.commands.generations import open_store
 
-        try:
-            store = GenerationStore(args.database_url)
-        except SQLAlchemyError as error:  # not a database, no such driver, cannot connect
-            first_line = (str(error).splitlines() or [""])[0]
-            raise CommandError(
-                f"cannot open the generation store {args.database_url}: {first_line}"
-            ) from error
-        with store:
+        with open_store(args.database_url) as store:
             for info in infos:
                 if str(info.path) in problems:
                     continue

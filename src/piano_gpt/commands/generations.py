@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 from collections.abc import Iterator
 
 from piano_gpt.commands.base import CommandError
@@ -23,19 +22,17 @@ from piano_gpt.commands.base import CommandError
 @contextlib.contextmanager
 def open_store(database_url: str | None) -> Iterator:
     """The generation store at ``database_url``; a URL that cannot be opened is a :class:`CommandError`."""
-    from sqlalchemy.exc import ArgumentError, OperationalError
-
-    from piano_gpt.store import GenerationStore, resolve_url
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # Hydra logs INFO: no migration chatter
     try:
-        store = GenerationStore(database_url)
-    except (ArgumentError, OperationalError, ValueError) as error:
-        shown = database_url
-        with contextlib.suppress(Exception):
-            shown = resolve_url(database_url).render_as_string(hide_password=True)
-        first_line = (str(error).splitlines() or [""])[0]
-        raise CommandError(f"cannot open the generation store {shown}: {first_line}") from error
+        from piano_gpt.store import StoreOpenError
+        from piano_gpt.store import open_store as open_generation_store
+    except ImportError as error:  # sqlalchemy/alembic: the optional store extra
+        raise CommandError(
+            f"the generation store needs the store extra: pip install 'piano-gpt[store]' ({error})"
+        ) from error
+    try:
+        store = open_generation_store(database_url)
+    except StoreOpenError as error:
+        raise CommandError(str(error)) from error
     with store:
         yield store
 

@@ -13,7 +13,15 @@ The schema is managed by the Alembic migrations shipped in ``store/migrations``;
 Needs the ``store`` extra (sqlalchemy, alembic, psycopg).
 """
 
-from piano_gpt.store.api import GenerationRow, GenerationStore, ModelInfo, PromptInfo, StoredGeneration
+from piano_gpt.store.api import (
+    GenerationRow,
+    GenerationStore,
+    ModelInfo,
+    PromptInfo,
+    StoredGeneration,
+    StoreOpenError,
+    open_store,
+)
 from piano_gpt.store.blob import NotesBlobError, blob_to_notes, notes_to_blob
 from piano_gpt.store.engine import (
     DATABASE_URL_ENV,
@@ -38,6 +46,8 @@ __all__ = [
     "Prompt",
     "PromptInfo",
     "StoredGeneration",
+    "StoreOpenError",
+    "open_store",
     "blob_to_notes",
     "current_revision",
     "get_engine",

@@ -567,3 +567,24 @@ class GenerationStore:
         with self._sessions() as session:
             rows = session.execute(select(Model, counts).order_by(Model.name)).all()
             return [_model_info(model, int(count)) for model, count in rows]
+
+
+class StoreOpenError(ValueError):
+    """The store at a URL cannot be opened (not a database, no such driver, no server); one line."""
+
+
+def open_store(database_url: str | URL | None = None) -> GenerationStore:
+    """:class:`GenerationStore` at ``database_url`` (default: ``$PIANO_GPT_DATABASE_URL``, else SQLite
+    tmp/piano_gpt.sqlite), or :class:`StoreOpenError` saying which store and why, in one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return GenerationStore(database_url or None)
+    except (SQLAlchemyError, ValueError) as error:
+        shown = str(database_url or "")
+        try:
+            shown = resolve_url(database_url or None).render_as_string(hide_password=True)
+        except Exception:  # an unparsable URL: show it as given
+            pass
+        first_line = (str(error).splitlines() or [""])[0]
+        raise StoreOpenError(f"cannot open the generation store {shown}: {first_line}") from error

@@ -6,6 +6,7 @@ The URL is, in order: the one given, ``$PIANO_GPT_DATABASE_URL``, or the SQLite 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -101,8 +102,15 @@ def upgrade_database(url: str | URL | Engine | None = None, revision: str = "hea
 
     engine = url if isinstance(url, Engine) else get_engine(url)
     try:
-        with engine.begin() as connection:
-            command.upgrade(alembic_config(connection), revision)
+        # Migrating is a detail of opening the store: alembic's INFO lines stay out of the user's output.
+        alembic_log = logging.getLogger("alembic")
+        level = alembic_log.level
+        alembic_log.setLevel(max(level, logging.WARNING))
+        try:
+            with engine.begin() as connection:
+                command.upgrade(alembic_config(connection), revision)
+        finally:
+            alembic_log.setLevel(level)
         return current_revision(engine)
     finally:
         if engine is not url:

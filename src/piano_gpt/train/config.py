@@ -407,10 +407,12 @@ def tokenizer_training_overrides(cfg) -> list[str]:
     overrides = []
     for group, default in TRAINING_DEFAULTS.items():
         section = plain_dict(cfg[group])
-        choice = choices.get(group)
-        if not choice or not (CONFIG_DIR / group / f"{choice}.yaml").exists():
-            name = str(section.get("name"))
-            choice = name if (CONFIG_DIR / group / f"{name}.yaml").exists() else default
+        # The section's own name first: Hydra's recorded choices may be another (earlier) run's.
+        choice = str(section.get("name"))
+        if not (CONFIG_DIR / group / f"{choice}.yaml").exists():
+            choice = choices.get(group)
+            if not choice or not (CONFIG_DIR / group / f"{choice}.yaml").exists():
+                choice = default
         if choice != default:
             overrides.append(f"{group}={choice}")
         base = _leaves(plain_dict(OmegaConf.load(CONFIG_DIR / group / f"{choice}.yaml")))
