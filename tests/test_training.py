@@ -314,7 +314,7 @@ def test_the_config_takes_the_chosen_accumulation_and_the_log_names_the_global_b
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("global batch")]
     # 1 micro-batch of 4 sequences of 64 tokens
     assert lines == [
-        "global batch: 256 tokens per step = 1 micro-batches (1 per process x 1) x 4 sequences x 64 tokens"
+        "global batch: 256 tokens per step = 1 micro-batch (1 per process x 1) x 4 sequences x 64 tokens"
     ]
 
 

@@ -345,7 +345,8 @@ def train(cfg: DictConfig, resume_from: str | None = None, force_resume: bool = 
     batches = iter(loader)
     if master:
         print(
-            f"global batch: {tokens_per_step:,} tokens per step = {accumulation} micro-batches "
+            f"global batch: {tokens_per_step:,} tokens per step = {accumulation} "
+            f"micro-batch{'es' if accumulation != 1 else ''} "
             f"({accumulation // world} per process x {world}) x {batch} sequences x {cfg.data.context_size} tokens",
             flush=True,
         )
