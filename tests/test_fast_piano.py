@@ -31,12 +31,12 @@ STEPS = [
 ]
 
 
-def random_model(switches: dict, seed: int = 0) -> GPT:
+def random_model(switches: dict, seed: int = 0, n_embd: int = 128) -> GPT:
     """piano_demo's shape (4 layers, 4 heads of 32) with weights large enough that logits are a few
     units and every part of the network moves them."""
     torch.manual_seed(seed)
     config = GPTConfig(
-        block_size=BLOCK, vocab_size=VOCAB, n_layer=4, n_head=4, n_embd=128, max_music_time=MAX_TIME,
+        block_size=BLOCK, vocab_size=VOCAB, n_layer=4, n_head=4, n_embd=n_embd, max_music_time=MAX_TIME,
         **switches,
     )  # fmt: skip
     model = GPT(config).eval()
@@ -78,8 +78,8 @@ def decode(runner, ids, times, prompt_length, shared_batch=None, slide_keep=20) 
 @pytest.mark.parametrize("use_native", STEPS)
 @pytest.mark.parametrize("batch, shared", [(1, False), (3, False), (3, True)])
 @pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
-def test_fast_runner_equals_model_runner(switches, batch, shared, use_native):
-    model = random_model(switches)
+def test_fast_runner_equals_model_runner(switches, batch, shared, use_native, n_embd=128):
+    model = random_model(switches, n_embd=n_embd)
     ids, times = inputs(batch, BLOCK + 16, seed=batch)
     prompt_length = 21  # off a key tile boundary of the native cache
     if shared:
@@ -94,9 +94,18 @@ def test_fast_runner_equals_model_runner(switches, batch, shared, use_native):
     assert len(fast) == len(reference) == 16 + 2 + BLOCK - prompt_length
     assert full.abs().max() > 2.0  # logits of a few units: a wrong term would show
     for step, (a, b) in enumerate(zip(fast, reference, strict=True)):
-        torch.testing.assert_close(a, b, atol=LOGITS_ATOL, rtol=0, msg=lambda m: f"call {step}: {m}")
+        torch.testing.assert_close(
+            a, b, atol=LOGITS_ATOL, rtol=0, msg=lambda m, step=step: f"call {step}: {m}"
+        )
     first_window = torch.stack(fast[: BLOCK - prompt_length + 1], dim=1)
     torch.testing.assert_close(first_window, full[:, prompt_length - 1 :], atol=LOGITS_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("use_native", STEPS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_piano_at_a_width_off_the_vector_paths(batch, use_native):
+    """Rows of 40 floats, heads of 10, SwiGLU hidden 128: the native step's plain loops."""
+    test_fast_runner_equals_model_runner(SWITCHES["piano"], batch, False, use_native, n_embd=40)
 
 
 def test_positions_restart_with_the_window():

@@ -163,7 +163,11 @@ class FastRunner:
             config.qk_norm,
         )
         # Rotary angles of every position the cache holds, as GPT.forward computes them.
-        self.rope = rotary_tables(config, 0, config.block_size, self.device) if config.rotary else None
+        self.rope = None
+        if config.rotary:  # in the model's dtype, as apply_rotary uses them
+            self.rope = tuple(
+                t.to(self.dtype) for t in rotary_tables(config, 0, config.block_size, self.device)
+            )
         self.lnf_w, self.lnf_b = _weights(transformer.ln_f)
         self.head = model.lm_head.weight.detach()
         # The attention scale 1/sqrt(head_dim) is folded into the queries: into their norm's gain where
