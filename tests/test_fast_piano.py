@@ -2,12 +2,15 @@
 GPTConfig alone: the same logits as ModelRunner (GPT.forward with its KV cache) and as the uncached
 model, for a prompt, many steps, a shared prompt and a slid (re-primed) window."""
 
+import numpy as np
 import pytest
 import torch
 
-from piano_gpt.generation import native
+from piano_gpt.generation import engine, native, sample_ids
 from piano_gpt.generation.runner import FastRunner, ModelRunner, runner_for
+from piano_gpt.midi import make_notes
 from piano_gpt.model import GPT, GPTConfig
+from piano_gpt.tokenizers import ExponentialTimeTokenizer
 
 LOGITS_ATOL = 1e-4
 SWITCHES = {
@@ -129,3 +132,36 @@ def test_runner_for_picks_the_fast_runner_for_both_families():
         assert FastRunner.supports(model)
         assert isinstance(runner_for(model, 2), FastRunner)
         assert isinstance(runner_for(model, 2, fast=False), ModelRunner)
+
+
+@pytest.mark.parametrize("use_native", STEPS)
+def test_piano_sampling_through_window_slides_equals_the_reference(use_native, monkeypatch):
+    """The engine with FastRunner gives the reference path's tokens for the piano family, greedy
+    and sampled, over a continuation that slides its 48-token window several times."""
+    tokenizer = ExponentialTimeTokenizer()
+    torch.manual_seed(0)
+    config = GPTConfig(
+        block_size=BLOCK, vocab_size=tokenizer.vocab_size, n_layer=2, n_head=4, n_embd=128,
+        **SWITCHES["piano"],
+    )  # fmt: skip
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0.0, 1.0 / parameter.size(1) ** 0.5)
+    if not use_native:
+        monkeypatch.setenv("PIANO_GPT_NATIVE", "0")
+    used = []
+    monkeypatch.setattr(engine, "runner_for", lambda *a: used.append(runner_for(*a)) or used[-1])
+    start = np.arange(8) * 0.25 + 1.0
+    notes = make_notes(
+        [60, 64, 67, 72, 48, 55, 62, 65], [70, 80, 90, 100, 60, 70, 80, 90], start, start + 0.3
+    )
+    prompt = tokenizer.encode(notes)[:20]
+    for options in (dict(temperature=0), dict(temperature=1.0, n_samples=3, seed=4)):
+        fast = sample_ids(model, tokenizer, prompt, max_new_tokens=120, fast=True, **options)
+        reference = sample_ids(model, tokenizer, prompt, max_new_tokens=120, fast=False, **options)
+        assert [type(r) for r in used[-2:]] == [FastRunner, ModelRunner]
+        assert (used[-2].native is not None) == use_native
+        assert [s.ids.tolist() for s in fast] == [s.ids.tolist() for s in reference]
+        assert all(len(s.ids) == 120 for s in fast)  # past the 48-token window: it slid
