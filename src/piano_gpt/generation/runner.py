@@ -19,8 +19,9 @@ small model is bound by memory traffic (weights and cache) and per-op overhead, 
 2. keeps the keys and values of a prompt shared by the whole batch once, and attends to them with one
    ``(H, B, D) @ (H, D, P)`` product per layer, instead of reading B copies (n samples of one prompt:
    the usual case);
-3. folds the attention scale ``1/sqrt(head_dim)`` into the query weights and skips dropout and the
-   module-call machinery;
+3. folds the attention scale ``1/sqrt(head_dim)`` into the query weights (or, with q/k norms, into
+   the query norm's gain), takes rotary angles from one table computed once, and skips dropout and
+   the module-call machinery;
 4. on a CPU in float32, runs each step as one compiled C function (``generation.native``: the whole
    model for one token, in one OpenMP region, matrix-vector products streaming each weight once at
    memory speed, keys cached in tiles of 16 positions), where a C compiler is found; otherwise (or
