@@ -94,6 +94,7 @@ class _Layer:
         "fc2_b",
         "q_norm_w",
         "k_norm_w",
+        "qk_norm_w",
     )
 
 
@@ -190,6 +191,7 @@ class FastRunner:
             layer.fc2, layer.fc2_b = _weights(block.mlp.c_proj)
             layer.q_norm_w = block.attn.q_norm.weight.detach() * query_scale if config.qk_norm else None
             layer.k_norm_w = block.attn.k_norm.weight.detach() if config.qk_norm else None
+            layer.qk_norm_w = torch.stack([layer.q_norm_w, layer.k_norm_w]) if config.qk_norm else None
             self.layers.append(layer)
         norms = [transformer.ln_f, *(n for block in transformer.h for n in (block.ln_1, block.ln_2))]
         if config.qk_norm:
@@ -241,21 +243,20 @@ class FastRunner:
             return F.rms_norm(x, (C,), weight, self.eps)
         return F.layer_norm(x, (C,), weight, bias, self.eps)
 
-    def _queries_keys(
-        self, layer: _Layer, q: torch.Tensor, k: torch.Tensor, start: int, length: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q/k norms and rotary positions ``start .. start+length-1`` (the dimension before the last
-        two when ``length > 1``, else one position for all) of ``(..., D)`` queries and keys."""
+    def _queries_keys(self, layer: _Layer, qk: torch.Tensor, start: int, length: int) -> torch.Tensor:
+        """q/k norms and rotary positions of queries and keys stacked ``(2, ..., D)``: positions
+        ``start .. start+length-1`` along the dimension before ``D`` when ``length > 1``, else the
+        one position ``start`` for all. Both at once: half the small ops of a step."""
         D = self.head_dim
         if self.qk_norm:
-            q = F.rms_norm(q, (D,), layer.q_norm_w, self.qk_eps)
-            k = F.rms_norm(k, (D,), layer.k_norm_w, self.qk_eps)
+            gains = layer.qk_norm_w.view(2, *[1] * (qk.dim() - 2), D)
+            qk = F.rms_norm(qk, (D,), None, self.qk_eps) * gains
         if self.rope is not None:
             cos, sin = (table[start : start + length] for table in self.rope)
             if length == 1:
                 cos, sin = cos[0], sin[0]
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        return q, k
+            qk = _rotate(qk, cos, sin)
+        return qk
 
     def _mlp(self, layer: _Layer, h: torch.Tensor) -> torch.Tensor:
         """The MLP of row-major ``h`` ``(N, C)`` (the prompt's path)."""
@@ -292,7 +293,7 @@ class FastRunner:
             qkv = self._linear(h, layer.qkv, layer.qkv_b).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, D)
             if self.qk_norm or self.rope is not None:
-                q, k = self._queries_keys(layer, q, k, 0, T)
+                q, k = self._queries_keys(layer, qkv[:2], 0, T)
             keys = native_module.tile_keys(k) if self.tiled else k
             if shared:
                 self.shared_keys[index, :, : keys.size(2)] = keys[0]
@@ -313,10 +314,13 @@ class FastRunner:
         """Attention of one new token per row; ``qkv_t`` is ``(3C, rows)``; returns ``(B, C)``."""
         C, H, D, P = self.n_embd, self.n_head, self.head_dim, self.shared
         own = position - P  # this token's slot in its row's own cache
-        q_heads = qkv_t[:C, :B].view(H, D, B).transpose(1, 2)  # (H, B, D)
-        new_keys = qkv_t[C : 2 * C, :B].view(H, D, B).permute(2, 0, 1)  # (B, H, D)
         if self.qk_norm or self.rope is not None:
-            q_heads, new_keys = self._queries_keys(self.layers[index], q_heads, new_keys, position, 1)
+            qk = qkv_t[: 2 * C, :B].view(2, H, D, B).transpose(2, 3)  # queries and keys (2, H, B, D)
+            qk = self._queries_keys(self.layers[index], qk, position, 1)
+            q_heads, new_keys = qk[0], qk[1].transpose(0, 1)
+        else:
+            q_heads = qkv_t[:C, :B].view(H, D, B).transpose(1, 2)  # (H, B, D)
+            new_keys = qkv_t[C : 2 * C, :B].view(H, D, B).permute(2, 0, 1)  # (B, H, D)
         keys, values = self.keys[index, :B], self.values[index, :B]
         keys[:, :, own] = new_keys
         values[:, :, own] = qkv_t[2 * C :, :B].view(H, D, B).permute(2, 0, 1)
