@@ -10,7 +10,7 @@ temperature 1, top-k 50, the engine's defaults otherwise (note grammar on). Kind
 FastRunner with its compiled step (the default on a CPU in float32), ``torch_step`` = FastRunner's
 PyTorch step (``PIANO_GPT_NATIVE=0``), ``reference`` = ModelRunner (``fast=False``: ``GPT.forward``
 + ``model.KVCache``). Whole ``sample_ids`` call timed; new tokens/s = batch * 256 / seconds, median
-of ``--repeats`` runs interleaved over models and kinds, after a warm-up. Prints a markdown table.
+of ``--repeats`` runs interleaved (the models back to back), after a warm-up. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def main() -> None:
         for kind in args.kinds:
             seconds(model, tokenizer, prompt, 2, kind, 8)
 
-    times = {(name, batch, kind): [] for name in models for batch in args.batches for kind in args.kinds}
+    # The two models back to back for each batch and kind: they see the same load.
+    times = {(name, batch, kind): [] for batch in args.batches for kind in args.kinds for name in models}
     for _ in range(args.repeats):
         for name, batch, kind in times:
             times[name, batch, kind].append(seconds(models[name], tokenizer, prompt, batch, kind))
