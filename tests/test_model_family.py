@@ -1,5 +1,5 @@
 """The piano architecture family beside gpt2: gpt2 unchanged, RoPE with the KV cache, training with
-AdamW and Muon, checkpoints that say their architecture, generation through ModelRunner."""
+AdamW and Muon, checkpoints that say their architecture, generation through FastRunner."""
 
 import json
 from pathlib import Path
@@ -86,23 +86,21 @@ def test_piano_cached_logits_equal_uncached():
     )  # a chunk after the cache
     assert cache.length == 40
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-4, rtol=0)
-    # ModelRunner (what generation uses for this family) agrees too.
-    runner = runner_for(model, 2)
-    assert isinstance(runner, ModelRunner)
+    # ModelRunner (the reference generation path) agrees too.
+    runner = ModelRunner(model, 2)
     logits = runner.prefill(ids[:, :30], times[:, :30])
     torch.testing.assert_close(logits, full[:, 29], atol=1e-4, rtol=0)
     torch.testing.assert_close(runner.step(ids[:, 30], times[:, 30]), full[:, 30], atol=1e-4, rtol=0)
 
 
-def test_generation_never_runs_gpt2_code_on_the_piano_family():
+def test_generation_runs_the_fast_runner_on_both_families():
     piano = GPT(GPTConfig(block_size=64, **SMALL, **PIANO))
     gpt2 = GPT(GPTConfig(block_size=64, **SMALL))
-    assert not FastRunner.supports(piano) and FastRunner.supports(gpt2)
-    with pytest.raises(ValueError, match="gpt2 architecture only"):
-        FastRunner(piano, 2)
-    assert native.model_unsupported(piano.config) and native.model_unsupported(gpt2.config) is None
+    assert FastRunner.supports(piano) and FastRunner.supports(gpt2)
+    assert native.model_unsupported(piano.config) is None and native.model_unsupported(gpt2.config) is None
     assert isinstance(runner_for(gpt2, 2, fast=True), FastRunner)
-    assert isinstance(runner_for(piano, 2, fast=True), ModelRunner)
+    assert isinstance(runner_for(piano, 2, fast=True), FastRunner)
+    assert isinstance(runner_for(piano, 2, fast=False), ModelRunner)
     # One switch alone is enough to leave the GPT-2 layout.
     assert not GPTConfig(rotary=True).is_gpt2 and not GPTConfig(qk_norm=True).is_gpt2
 

@@ -70,7 +70,7 @@ class GPTConfig:
 
     @property
     def is_gpt2(self) -> bool:
-        """The GPT-2 layout (whatever the family name says): what the fast generation paths compute."""
+        """The GPT-2 layout (whatever the family name says)."""
         return not self.rotary and self.norm == "layernorm" and self.mlp == "gelu" and not self.qk_norm
 
     def to_dict(self) -> dict:

@@ -295,7 +295,7 @@ def sample_steps(
     if config.grammar and grammar_support(tokenizer) is None:
         grammar = NoteGrammar(tokenizer, B, allowed, config.max_note_seconds)
         grammar.start(prompt.cpu().numpy())
-    runner = runner_for(model, B, config.fast)  # ModelRunner for non-gpt2 architectures
+    runner = runner_for(model, B, config.fast)
 
     carry = config.carry_held_notes and grammar_support(tokenizer) is None
 

@@ -3,8 +3,9 @@
 A decoding step of a small model on a CPU is bound by memory traffic and per-op overhead: through
 PyTorch a step is ~150 small ops, each with its dispatch cost, and BLAS reaches well under the
 machine's bandwidth on matrix-times-a-few-vectors products. This module holds the whole step (the
-embeddings, every layer's layer norms, matrix-vector products, attention over the KV cache, GELU and
-residual adds, the final norm and the output head) as one C function, run in one OpenMP parallel
+embeddings, every layer's norms (LayerNorm or RMSNorm), matrix-vector products, q/k norms and
+rotary positions, attention over the KV cache, GELU or SwiGLU and residual adds, the final norm and
+the output head) as one C function, run in one OpenMP parallel
 region, called once per token through ``ctypes``. It computes the same function as the runner's
 PyTorch step, in float32, reading the same weights, caches and shared-prompt cache (the prompt is
 still processed by PyTorch), so the two agree to float rounding.
@@ -50,7 +51,7 @@ class Layer(ctypes.Structure):
         (name, ctypes.c_void_p)
         for name in (
             "ln1_w", "ln1_b", "qkv", "qkv_b", "proj", "proj_b",
-            "ln2_w", "ln2_b", "fc", "fc_b", "fc2", "fc2_b",
+            "ln2_w", "ln2_b", "fc", "fc_b", "fc2", "fc2_b", "q_norm_w", "k_norm_w",
         )
     ]  # fmt: skip
 
@@ -58,10 +59,12 @@ class Layer(ctypes.Structure):
 class Model(ctypes.Structure):
     _fields_ = [
         *[(name, ctypes.c_int64) for name in
-          ("n_layer", "n_head", "n_embd", "n_ff", "vocab", "capacity", "max_time", "batch")],
+          ("n_layer", "n_head", "n_embd", "n_ff", "vocab", "capacity", "max_time", "batch",
+           "rmsnorm", "swiglu")],
         ("eps", ctypes.c_float),
+        ("qk_eps", ctypes.c_float),
         *[(name, ctypes.c_void_p) for name in
-          ("wte", "wpe", "wtime", "lnf_w", "lnf_b", "head", "layers",
+          ("wte", "wpe", "wtime", "lnf_w", "lnf_b", "head", "rope_cos", "rope_sin", "layers",
            "keys", "values", "shared_keys", "shared_values", "x", "h", "qkv", "att", "ff", "scores")],
     ]  # fmt: skip
 
@@ -178,9 +181,10 @@ def unavailable_reason() -> str | None:
 
 def model_unsupported(config) -> str | None:
     """Why the compiled step cannot compute a model of this ``GPTConfig`` (``None`` when it can): it
-    is the GPT-2 layout in C (learned positions, LayerNorm, GELU), nothing else."""
-    if not config.is_gpt2:
-        return f"the native step computes the gpt2 architecture only, not {config.architecture!r}"
+    computes both families and their switches (learned or rotary positions, LayerNorm or RMSNorm,
+    GELU or SwiGLU, q/k norms, biases)."""
+    if config.norm not in ("layernorm", "rmsnorm") or config.mlp not in ("gelu", "swiglu"):
+        return f"the native step has no norm={config.norm!r} / mlp={config.mlp!r}"
     return None
 
 
@@ -220,7 +224,7 @@ class NativeStep:
             raise RuntimeError(f"no native step: {reason}")
         self.library = library
         B, C, H = runner.batch_size, runner.n_embd, runner.n_head
-        n_ff = runner.layers[0].fc.size(0)
+        n_ff = runner.layers[0].fc.size(0) // (2 if runner.swiglu else 1)  # SwiGLU: gate and up rows
         zeros = lambda *shape: torch.zeros(shape, dtype=torch.float32)  # noqa: E731
         self.scratch = dict(
             x=zeros(B, C), h=zeros(B, C), qkv=zeros(B, 3 * C), att=zeros(B, C), ff=zeros(B, n_ff),
@@ -233,8 +237,11 @@ class NativeStep:
                 setattr(self.layers[i], name, self._hold(getattr(layer, name)))
         self.model = Model(
             n_layer=len(runner.layers), n_head=H, n_embd=C, n_ff=n_ff, vocab=runner.head.size(0),
-            capacity=runner.capacity, max_time=runner.max_time, batch=B, eps=runner.eps,
+            capacity=runner.capacity, max_time=runner.max_time, batch=B,
+            rmsnorm=int(runner.rmsnorm), swiglu=int(runner.swiglu), eps=runner.eps, qk_eps=runner.qk_eps,
             wte=self._hold(runner.wte), wpe=self._hold(runner.wpe), wtime=self._hold(runner.wtime),
+            rope_cos=self._hold(runner.rope[0] if runner.rope else None),
+            rope_sin=self._hold(runner.rope[1] if runner.rope else None),
             lnf_w=self._hold(runner.lnf_w), lnf_b=self._hold(runner.lnf_b), head=self._hold(runner.head),
             layers=ctypes.cast(self.layers, ctypes.c_void_p),
             keys=self._hold(runner.keys, True), values=self._hold(runner.values, True),

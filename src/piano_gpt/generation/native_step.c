@@ -5,12 +5,16 @@
 typedef struct {
     const float *ln1_w, *ln1_b, *qkv, *qkv_b, *proj, *proj_b;
     const float *ln2_w, *ln2_b, *fc, *fc_b, *fc2, *fc2_b;
+    const float *q_norm_w, *k_norm_w; /* NULL without q/k norms */
 } pg_layer;
 
+/* The architecture's switches: rmsnorm (else LayerNorm), swiglu (else GELU; fc holds gate then up,
+   n_ff rows each), q/k norms (the layers' q_norm_w), rotary positions (rope_cos/rope_sin, each
+   (capacity, head_dim / 2), instead of the learned table wpe, which is then NULL). */
 typedef struct {
-    int64_t n_layer, n_head, n_embd, n_ff, vocab, capacity, max_time, batch;
-    float eps;
-    const float *wte, *wpe, *wtime, *lnf_w, *lnf_b, *head;
+    int64_t n_layer, n_head, n_embd, n_ff, vocab, capacity, max_time, batch, rmsnorm, swiglu;
+    float eps, qk_eps;
+    const float *wte, *wpe, *wtime, *lnf_w, *lnf_b, *head, *rope_cos, *rope_sin;
     const pg_layer *layers;
     /* keys (n_layer, batch, n_head, ceil(capacity / 16), head_dim, 16), values (..., capacity, head_dim);
        the shared prompt's the same without the batch dimension */
@@ -77,6 +81,31 @@ static void pg_layer_norm(const float *x, float *y, const float *w, const float 
     }
 }
 
+static void pg_rms_norm(const float *x, float *y, const float *w, int64_t n, float eps) {
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float rstd = 1.f / sqrtf(ss / (float)n + eps);
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * rstd * w[i];
+}
+
+static inline void pg_norm(const pg_model *m, const float *x, float *y, const float *w, const float *b) {
+    if (m->rmsnorm) pg_rms_norm(x, y, w, m->n_embd, m->eps);
+    else pg_layer_norm(x, y, w, b, m->n_embd, m->eps);
+}
+
+/* Turns the two halves of a head (x[i], x[i + D/2]) by the angles of one position (as apply_rotary). */
+static inline void pg_rotate(float *x, const float *cos, const float *sin, int64_t D) {
+    const int64_t half = D / 2;
+#pragma omp simd
+    for (int64_t i = 0; i < half; i++) {
+        const float x1 = x[i], x2 = x[i + half];
+        x[i] = x1 * cos[i] - x2 * sin[i];
+        x[i + half] = x1 * sin[i] + x2 * cos[i];
+    }
+}
+
 static inline void pg_out(float *y, float v, int mode) {
     if (mode == ADD) *y += v;
     else if (mode == GELU) *y = pg_gelu(v);
@@ -117,6 +146,47 @@ static inline float pg_dot1(const float *w, const float *x, int64_t K) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 #endif
+
+/* sums[g] = w . x[g] for G <= 4 rows of x (K apart). */
+static inline void pg_rows(const float *w, const float *x, int64_t K, int64_t G, float *sums) {
+#if PG_SIMD
+    if (K % 64 == 0) {
+        switch (G) {
+            case 1: sums[0] = pg_dot1(w, x, K); return;
+            case 2: pg_dots(w, x, K, 2, sums); return;
+            case 3: pg_dots(w, x, K, 3, sums); return;
+            default: pg_dots(w, x, K, 4, sums); return;
+        }
+    }
+#endif
+    for (int64_t g = 0; g < G; g++) {
+        const float *xr = x + g * K;
+        float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < K; i++) acc += w[i] * xr[i];
+        sums[g] = acc;
+    }
+}
+
+/* SwiGLU: y[r, o] = silu(gate) * up, gate = W[o] . x[r] + bias[o], up = W[N + o] . x[r] + bias[N + o],
+   for outputs o < N; W is (2N, K). Work-shared over o: each output reads its two rows of W. */
+static void pg_linear_swiglu(const float *W, const float *bias, const float *x, float *y, int64_t N,
+                             int64_t K, int64_t R) {
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < N; o++) {
+        const float *wg = W + o * K, *wu = W + (N + o) * K;
+        for (int64_t r = 0; r < R; r += 4) {
+            const int64_t G = R - r < 4 ? R - r : 4;
+            float gate[4], up[4];
+            pg_rows(wg, x + r * K, K, G, gate);
+            pg_rows(wu, x + r * K, K, G, up);
+            for (int64_t g = 0; g < G; g++) {
+                const float a = gate[g] + (bias ? bias[o] : 0.f), u = up[g] + (bias ? bias[N + o] : 0.f);
+                y[(r + g) * N + o] = a / (1.f + expf(-a)) * u;
+            }
+        }
+    }
+}
 
 /* y[r, o] (=, +=, = gelu of) W[o] . x[r] + bias[o] for rows r < R, outputs o < N; W is (N, K).
    Work-shared over outputs (inside a parallel region): each thread streams one contiguous block of
@@ -213,14 +283,25 @@ static void pg_mix(const float *p, const float *v, int64_t n, int64_t D, float *
 }
 
 /* Attention of row b's new token, head hd, at absolute position `position`: keys 0..P-1 from the
-   shared cache, P..position from the row's own cache (the new key and value written first). The
-   query is pre-scaled (1/sqrt(head_dim) is folded into the weights). Keys are tiled (see
+   shared cache, P..position from the row's own cache (the new key and value written first, after
+   the q/k norms and the rotation to `position`, where the model has them). The query is pre-scaled
+   (1/sqrt(head_dim) is folded into the weights, or into the query norm's gain). Keys are tiled (see
    pg_scores): a cache of T positions per head is (ceil(T / 16), D, 16); values are (T, D). */
 static void pg_attend(const pg_model *m, int64_t layer, int64_t b, int64_t hd, int64_t position,
                       int64_t P) {
     const int64_t C = m->n_embd, H = m->n_head, D = C / H, T = m->capacity, TT = (T + 15) / 16 * 16;
-    const float *row = m->qkv + b * 3 * C;
-    const float *q = row + hd * D, *knew = row + C + hd * D;
+    float *row = m->qkv + b * 3 * C;
+    float *q = row + hd * D, *knew = row + C + hd * D;
+    const pg_layer *L = m->layers + layer;
+    if (L->q_norm_w) {
+        pg_rms_norm(q, q, L->q_norm_w, D, m->qk_eps);
+        pg_rms_norm(knew, knew, L->k_norm_w, D, m->qk_eps);
+    }
+    if (m->rope_cos) {
+        const float *cos = m->rope_cos + position * (D / 2), *sin = m->rope_sin + position * (D / 2);
+        pg_rotate(q, cos, sin, D);
+        pg_rotate(knew, cos, sin, D);
+    }
     float *keys = m->keys + ((layer * m->batch + b) * H + hd) * TT * D;
     float *values = m->values + ((layer * m->batch + b) * H + hd) * T * D;
     const int64_t own = position - P, G = own + 1;
@@ -266,9 +347,14 @@ int pg_step(const pg_model *m, const int64_t *tokens, const int64_t *time_steps,
     {
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < B; b++) {
-            const float *te = m->wte + tokens[b] * C, *pe = m->wpe + position * C;
+            const float *te = m->wte + tokens[b] * C;
             float *x = m->x + b * C;
-            for (int64_t i = 0; i < C; i++) x[i] = te[i] + pe[i];
+            if (m->wpe) {
+                const float *pe = m->wpe + position * C;
+                for (int64_t i = 0; i < C; i++) x[i] = te[i] + pe[i];
+            } else {
+                memcpy(x, te, C * sizeof(float));
+            }
             if (m->wtime) {
                 int64_t t = time_steps[b];
                 t = t < 0 ? 0 : (t >= m->max_time ? m->max_time - 1 : t);
@@ -279,19 +365,20 @@ int pg_step(const pg_model *m, const int64_t *tokens, const int64_t *time_steps,
         for (int64_t l = 0; l < m->n_layer; l++) {
             const pg_layer *L = m->layers + l;
 #pragma omp for schedule(static)
-            for (int64_t b = 0; b < B; b++) pg_layer_norm(m->x + b * C, m->h + b * C, L->ln1_w, L->ln1_b, C, m->eps);
+            for (int64_t b = 0; b < B; b++) pg_norm(m, m->x + b * C, m->h + b * C, L->ln1_w, L->ln1_b);
             pg_linear(L->qkv, L->qkv_b, m->h, m->qkv, 3 * C, C, B, STORE);
 #pragma omp for schedule(static) collapse(2)
             for (int64_t hd = 0; hd < H; hd++)
                 for (int64_t b = 0; b < B; b++) pg_attend(m, l, b, hd, position, P);
             pg_linear(L->proj, L->proj_b, m->att, m->x, C, C, B, ADD);
 #pragma omp for schedule(static)
-            for (int64_t b = 0; b < B; b++) pg_layer_norm(m->x + b * C, m->h + b * C, L->ln2_w, L->ln2_b, C, m->eps);
-            pg_linear(L->fc, L->fc_b, m->h, m->ff, F, C, B, GELU);
+            for (int64_t b = 0; b < B; b++) pg_norm(m, m->x + b * C, m->h + b * C, L->ln2_w, L->ln2_b);
+            if (m->swiglu) pg_linear_swiglu(L->fc, L->fc_b, m->h, m->ff, F, C, B);
+            else pg_linear(L->fc, L->fc_b, m->h, m->ff, F, C, B, GELU);
             pg_linear(L->fc2, L->fc2_b, m->ff, m->x, C, F, B, ADD);
         }
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < B; b++) pg_layer_norm(m->x + b * C, m->h + b * C, m->lnf_w, m->lnf_b, C, m->eps);
+        for (int64_t b = 0; b < B; b++) pg_norm(m, m->x + b * C, m->h + b * C, m->lnf_w, m->lnf_b);
         pg_linear(m->head, NULL, m->h, logits, V, C, B, STORE);
     }
     return 0;

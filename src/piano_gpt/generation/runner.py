@@ -19,8 +19,9 @@ small model is bound by memory traffic (weights and cache) and per-op overhead, 
 2. keeps the keys and values of a prompt shared by the whole batch once, and attends to them with one
    ``(H, B, D) @ (H, D, P)`` product per layer, instead of reading B copies (n samples of one prompt:
    the usual case);
-3. folds the attention scale ``1/sqrt(head_dim)`` into the query weights and skips dropout and the
-   module-call machinery;
+3. folds the attention scale ``1/sqrt(head_dim)`` into the query weights (or, with q/k norms, into
+   the query norm's gain), takes rotary angles from one table computed once, and skips dropout and
+   the module-call machinery;
 4. on a CPU in float32, runs each step as one compiled C function (``generation.native``: the whole
    model for one token, in one OpenMP region, matrix-vector products streaming each weight once at
    memory speed, keys cached in tiles of 16 positions), where a C compiler is found; otherwise (or
@@ -28,8 +29,10 @@ small model is bound by memory traffic (weights and cache) and per-op overhead, 
    prompt goes through PyTorch either way, its matrix products through oneDNN in float32.
 
 The runners agree to float rounding (the tests hold the logits to 1e-4). FastRunner (and its native
-step) compute the GPT-2 layout only; for other architectures (``config.is_gpt2`` false: the piano
-family's rotary positions, RMSNorm, SwiGLU, q/k norms) :func:`runner_for` gives ModelRunner.
+step) compute both architecture families and every mix of their switches (``GPTConfig``: learned or
+rotary positions, LayerNorm or RMSNorm, GELU or SwiGLU MLP, q/k norms, biases). Positions, as in
+``GPT.forward``, count from the start of the window in the cache: a re-primed (slid) window starts
+again at 0, rotary or learned.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import torch
 from torch.nn import functional as F
 
 from piano_gpt.generation import native as native_module
-from piano_gpt.model import GPT, KVCache
+from piano_gpt.model import GPT, KVCache, rotary_tables
 from piano_gpt.model_kernels import HAS_ONEDNN, dnn_linear
 
 
@@ -89,11 +92,21 @@ class _Layer:
         "fc_b",
         "fc2",
         "fc2_b",
+        "q_norm_w",
+        "k_norm_w",
+        "qk_norm_w",
     )
 
 
 def _weights(linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
+    bias = getattr(linear, "bias", None)  # RMSNorm has none
+    return linear.weight.detach(), None if bias is None else bias.detach()
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``model.apply_rotary`` on ``(..., D)``: the two halves of each head turned by the angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 def _linear_t(weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -117,17 +130,21 @@ class FastRunner:
 
     MIN_ROWS = 2
 
-    @staticmethod
-    def supports(model: GPT) -> bool:
-        """FastRunner computes the GPT-2 layout (learned positions, LayerNorm, GELU) only."""
-        return model.config.is_gpt2
+    # The switches of GPTConfig whose every value FastRunner computes (the rest: rotary, qk_norm and
+    # bias are on/off, both computed; dropout is off at inference).
+    SWITCHES = {"norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu")}
+
+    @classmethod
+    def supports(cls, model: GPT) -> bool:
+        """Whether FastRunner computes ``model``: both families, gpt2 and piano, and any mix of their
+        switches (learned or rotary positions, LayerNorm or RMSNorm, GELU or SwiGLU, q/k norms, biases)."""
+        return all(getattr(model.config, key) in values for key, values in cls.SWITCHES.items())
 
     def __init__(self, model: GPT, batch_size: int, native: bool | None = None):
         config = model.config
-        if not config.is_gpt2:
+        if not self.supports(model):
             raise ValueError(
-                f"FastRunner computes the gpt2 architecture only, this model is {config.architecture!r}: "
-                "use ModelRunner (runner_for picks it)"
+                f"FastRunner cannot compute norm={config.norm!r}, mlp={config.mlp!r}: use ModelRunner"
             )
         transformer = model.transformer
         parameter = next(model.parameters())
@@ -140,12 +157,27 @@ class FastRunner:
         self.batch_size = batch_size
         self.rows = max(batch_size, self.MIN_ROWS)
         self.wte = transformer.wte.weight.detach()
-        self.wpe = transformer.wpe.weight.detach()
+        self.wpe = None if config.rotary else transformer.wpe.weight.detach()
         self.wtime = transformer.wtime.weight.detach() if config.music_time_embedding else None
+        self.rmsnorm, self.swiglu, self.qk_norm = (
+            config.norm == "rmsnorm",
+            config.mlp == "swiglu",
+            config.qk_norm,
+        )
+        # Rotary angles of every position the cache holds, as GPT.forward computes them.
+        self.rope = None
+        if config.rotary:  # in the model's dtype, as apply_rotary uses them
+            self.rope = tuple(
+                t.to(self.dtype) for t in rotary_tables(config, 0, config.block_size, self.device)
+            )
         self.lnf_w, self.lnf_b = _weights(transformer.ln_f)
         self.head = model.lm_head.weight.detach()
+        # The attention scale 1/sqrt(head_dim) is folded into the queries: into their norm's gain where
+        # there is one (a norm undoes any scale before it), else into the query weights.
+        query_scale = 1.0 / math.sqrt(self.head_dim)
         scale = torch.ones(3 * config.n_embd, device=self.device, dtype=self.dtype)
-        scale[: config.n_embd] = 1.0 / math.sqrt(self.head_dim)  # folded into the queries
+        if not config.qk_norm:
+            scale[: config.n_embd] = query_scale
         self.layers = []
         for block in transformer.h:
             layer = _Layer()
@@ -157,9 +189,15 @@ class FastRunner:
             layer.proj, layer.proj_b = _weights(block.attn.c_proj)
             layer.fc, layer.fc_b = _weights(block.mlp.c_fc)
             layer.fc2, layer.fc2_b = _weights(block.mlp.c_proj)
+            layer.q_norm_w = block.attn.q_norm.weight.detach() * query_scale if config.qk_norm else None
+            layer.k_norm_w = block.attn.k_norm.weight.detach() if config.qk_norm else None
+            layer.qk_norm_w = torch.stack([layer.q_norm_w, layer.k_norm_w]) if config.qk_norm else None
             self.layers.append(layer)
         norms = [transformer.ln_f, *(n for block in transformer.h for n in (block.ln_1, block.ln_2))]
+        if config.qk_norm:
+            norms += [n for block in transformer.h for n in (block.attn.q_norm, block.attn.k_norm)]
         self.eps = transformer.ln_f.eps
+        self.qk_eps = transformer.h[0].attn.q_norm.eps if config.qk_norm else self.eps
         library = None
         if native is None or native:
             suitable = (
@@ -167,6 +205,7 @@ class FastRunner:
                 and self.dtype == torch.float32
                 and self.head_dim <= 256
                 and all(n.eps == self.eps for n in norms)
+                and native_module.model_unsupported(config) is None
             )
             library = native_module.library() if suitable else None
             if native and library is None:
@@ -198,8 +237,41 @@ class FastRunner:
     def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return dnn_linear(x, weight, bias) if self.onednn else F.linear(x, weight, bias)
 
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        C = self.n_embd
+        if self.rmsnorm:
+            return F.rms_norm(x, (C,), weight, self.eps)
+        return F.layer_norm(x, (C,), weight, bias, self.eps)
+
+    def _queries_keys(self, layer: _Layer, qk: torch.Tensor, start: int, length: int) -> torch.Tensor:
+        """q/k norms and rotary positions of queries and keys stacked ``(2, ..., D)``: positions
+        ``start .. start+length-1`` along the dimension before ``D`` when ``length > 1``, else the
+        one position ``start`` for all. Both at once: half the small ops of a step."""
+        D = self.head_dim
+        if self.qk_norm:
+            gains = layer.qk_norm_w.view(2, *[1] * (qk.dim() - 2), D)
+            qk = F.rms_norm(qk, (D,), None, self.qk_eps) * gains
+        if self.rope is not None:
+            cos, sin = (table[start : start + length] for table in self.rope)
+            if length == 1:
+                cos, sin = cos[0], sin[0]
+            qk = _rotate(qk, cos, sin)
+        return qk
+
+    def _mlp(self, layer: _Layer, h: torch.Tensor) -> torch.Tensor:
+        """The MLP of row-major ``h`` ``(N, C)`` (the prompt's path)."""
+        f = self._linear(h, layer.fc, layer.fc_b)
+        if self.swiglu:
+            gate, up = f.chunk(2, dim=-1)
+            f = F.silu(gate) * up
+        else:
+            f = F.gelu(f)
+        return self._linear(f, layer.fc2, layer.fc2_b)
+
     def _embed(self, ids: torch.Tensor, positions: torch.Tensor, time_steps: torch.Tensor) -> torch.Tensor:
-        x = F.embedding(ids, self.wte) + F.embedding(positions, self.wpe)
+        x = F.embedding(ids, self.wte)
+        if self.wpe is not None:
+            x = x + F.embedding(positions, self.wpe)
         if self.wtime is not None:
             x = x + F.embedding(time_steps.clamp(0, self.max_time - 1), self.wtime)
         return x
@@ -217,9 +289,11 @@ class FastRunner:
         positions = torch.arange(T, device=ids.device)
         x = self._embed(ids, positions, time_steps).view(B * T, C)
         for index, layer in enumerate(self.layers):
-            h = F.layer_norm(x, (C,), layer.ln1_w, layer.ln1_b)
+            h = self._norm(x, layer.ln1_w, layer.ln1_b)
             qkv = self._linear(h, layer.qkv, layer.qkv_b).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, T, D)
+            if self.qk_norm or self.rope is not None:
+                q, k = self._queries_keys(layer, qkv[:2], 0, T)
             keys = native_module.tile_keys(k) if self.tiled else k
             if shared:
                 self.shared_keys[index, :, : keys.size(2)] = keys[0]
@@ -229,11 +303,10 @@ class FastRunner:
                 self.values[index, :B, :, :T] = v
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
             x = x + self._linear(y.transpose(1, 2).reshape(B * T, C), layer.proj, layer.proj_b)
-            h = F.layer_norm(x, (C,), layer.ln2_w, layer.ln2_b)
-            x = x + self._linear(F.gelu(self._linear(h, layer.fc, layer.fc_b)), layer.fc2, layer.fc2_b)
+            x = x + self._mlp(layer, self._norm(x, layer.ln2_w, layer.ln2_b))
         self.length = T
         self.shared = T if shared else 0
-        last = F.layer_norm(x.view(B, T, C)[:, -1], (C,), self.lnf_w, self.lnf_b)
+        last = self._norm(x.view(B, T, C)[:, -1], self.lnf_w, self.lnf_b)
         logits = F.linear(last, self.head)
         return logits.expand(batch_size, -1) if shared else logits
 
@@ -241,9 +314,15 @@ class FastRunner:
         """Attention of one new token per row; ``qkv_t`` is ``(3C, rows)``; returns ``(B, C)``."""
         C, H, D, P = self.n_embd, self.n_head, self.head_dim, self.shared
         own = position - P  # this token's slot in its row's own cache
-        q_heads = qkv_t[:C, :B].view(H, D, B).transpose(1, 2)  # (H, B, D)
+        if self.qk_norm or self.rope is not None:
+            qk = qkv_t[: 2 * C, :B].view(2, H, D, B).transpose(2, 3)  # queries and keys (2, H, B, D)
+            qk = self._queries_keys(self.layers[index], qk, position, 1)
+            q_heads, new_keys = qk[0], qk[1].transpose(0, 1)
+        else:
+            q_heads = qkv_t[:C, :B].view(H, D, B).transpose(1, 2)  # (H, B, D)
+            new_keys = qkv_t[C : 2 * C, :B].view(H, D, B).permute(2, 0, 1)  # (B, H, D)
         keys, values = self.keys[index, :B], self.values[index, :B]
-        keys[:, :, own] = qkv_t[C : 2 * C, :B].view(H, D, B).permute(2, 0, 1)
+        keys[:, :, own] = new_keys
         values[:, :, own] = qkv_t[2 * C :, :B].view(H, D, B).permute(2, 0, 1)
         q = q_heads.transpose(0, 1).unsqueeze(2).contiguous()  # (B, H, 1, D); contiguous: flash kernel
         if P == 0:
@@ -267,7 +346,9 @@ class FastRunner:
             self.length = position + 1
             return logits
         B, C = tokens.size(0), self.n_embd
-        x = F.embedding(tokens, self.wte) + self.wpe[position]
+        x = F.embedding(tokens, self.wte)
+        if self.wpe is not None:
+            x = x + self.wpe[position]
         if self.wtime is not None:
             x = x + F.embedding(time_steps.clamp(0, self.max_time - 1), self.wtime)
         padded = B < self.rows
@@ -275,17 +356,22 @@ class FastRunner:
             x = torch.cat([x, x.new_zeros(self.rows - B, C)])
             y = x.new_zeros(self.rows, C)
         for index, layer in enumerate(self.layers):
-            h = F.layer_norm(x, (C,), layer.ln1_w, layer.ln1_b)
+            h = self._norm(x, layer.ln1_w, layer.ln1_b)
             attended = self._attend(index, _linear_t(layer.qkv, h, layer.qkv_b), position, B)
             if padded:
                 y[:B] = attended
                 attended = y
             x.add_(_linear_t(layer.proj, attended, layer.proj_b).t())
-            h = F.layer_norm(x, (C,), layer.ln2_w, layer.ln2_b)
-            g = F.gelu(_linear_t(layer.fc, h, layer.fc_b).t().contiguous())
+            h = self._norm(x, layer.ln2_w, layer.ln2_b)
+            f = _linear_t(layer.fc, h, layer.fc_b)  # (F or 2F, rows)
+            if self.swiglu:
+                gate, up = f.chunk(2, dim=0)
+                g = (F.silu(gate) * up).t().contiguous()
+            else:
+                g = F.gelu(f.t().contiguous())
             x.add_(_linear_t(layer.fc2, g, layer.fc2_b).t())
         self.length = position + 1
-        h = F.layer_norm(x, (C,), self.lnf_w, self.lnf_b)
+        h = self._norm(x, self.lnf_w, self.lnf_b)
         return torch.mm(self.head, h.t()).t()[:B].contiguous()
 
 
