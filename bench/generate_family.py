@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
-import time
 
 import torch
+from generate import cpu_name, time_ours  # bench/generate.py: the same timing of our generation
 
 from piano_gpt.data.demo import load_demo_records
-from piano_gpt.generation import native, sample_ids
+from piano_gpt.generation import native
 from piano_gpt.midi import make_notes
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
@@ -41,38 +40,11 @@ KINDS = {  # kind: (fast, compiled)
 }
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def seconds(
     model, tokenizer, prompt: list[int], batch: int, kind: str, new_tokens: int = NEW_TOKENS
 ) -> float:
     fast, compiled = KINDS[kind]
-    os.environ["PIANO_GPT_NATIVE"] = "1" if compiled else "0"
-    try:
-        start = time.perf_counter()
-        samples = sample_ids(
-            model,
-            tokenizer,
-            prompt,
-            n_samples=batch,
-            max_new_tokens=new_tokens,
-            top_k=TOP_K,
-            fast=fast,
-            seed=0,
-        )
-        elapsed = time.perf_counter() - start
-    finally:
-        os.environ.pop("PIANO_GPT_NATIVE")
-    assert all(len(s.ids) == new_tokens for s in samples)
-    return elapsed
+    return time_ours(model, tokenizer, prompt, batch, new_tokens, fast=fast, compiled=compiled)
 
 
 def main() -> None:
