@@ -271,7 +271,7 @@ def onnx_peer(ours, tokenizer, prompt):
     import onnxruntime
 
     print(
-        f"# ONNX Runtime {onnxruntime.__version__}, {threads} intra-op thread(s): prefill + decode graphs "
+        f"# ONNX Runtime {onnxruntime.__version__}, {threads} intra-op thread(s): prefill + step graphs ({peer.layout} layout) "
         f"exported and loaded in {built:.1f} s; logits vs GPT.forward: max |diff| {worst:.1e} (checked)"
     )
     time_onnx(peer, prompt, 1, 16)

@@ -1,22 +1,24 @@
-"""ONNX Runtime peer for ``bench/generate.py``: our model exported with its KV cache, sampled from numpy.
+"""ONNX Runtime peer for ``bench/generate.py``: our model's decode step with its KV cache, sampled in numpy.
 
-What a speed-minded user would deploy: the decode step of the same ``GPT`` (same weights) as an ONNX
-graph whose KV cache is explicit, run by ONNX Runtime on the CPU, with the sampling loop in numpy.
+What a speed-minded user would deploy: the same ``GPT`` (same weights) as ONNX graphs whose KV cache
+is explicit, run by ONNX Runtime on the CPU (graph optimizations on), the sampling loop in numpy. Two
+graphs per layout: ``prefill`` (``ids, positions, time_ids`` ``(B, T)`` -> logits of the last position
+``(B, V)`` and ``present_key_i, present_value_i`` ``(B, H, T, D)`` for each layer) and ``step`` (the
+same with ``(B, 1)`` inputs and ``past_key_i, past_value_i`` ``(B, H, P, D)``; presents ``P + 1`` long).
+The time ids are the running music time (``tokenizer.token_time_units`` summed), clamped as the
+engine clamps them; the positions count from 0.
 
-Two graphs, exported from the same module (``torch.onnx.export``):
+Three layouts (``python bench/onnx_peer.py`` checks each one's logits and times them, same run):
 
-- ``prefill``: ``ids, time_ids`` ``(B, T)`` -> logits of the last position ``(B, V)``, and the keys
-  and values of every layer ``(B, H, T, D)`` (causal attention, no past);
-- ``decode``: ``ids, time_ids`` ``(B, 1)`` and ``past_key_i, past_value_i`` ``(B, H, P, D)`` for each
-  layer -> logits ``(B, V)`` and ``present_key_i, present_value_i`` ``(B, H, P + 1, D)``.
-
-The position of the new token is the past length (read from the cache's shape in the graph); the time
-id is the running music time (``tokenizer.token_time_units`` summed), clamped as the engine does. The
-cache grows by concatenation: ONNX has no in-place update of a graph input, so a fixed-capacity buffer
-updated with ``ScatterND`` is copied whole every step (ORT cannot reuse a buffer the caller owns) and
-its attention runs over the whole capacity behind a mask; a concatenated cache copies only what is
-filled and attends to exactly that. ``python bench/onnx_peer.py [--threads N]`` checks both layouts'
-logits and times them against each other (interleaved, batch 1, 512 new tokens).
+- ``fused`` (the peer): built node by node with ORT's own fused ops, ``com.microsoft``
+  ``MultiHeadAttention`` taking the past keys and values and returning them grown by one (the
+  attention kernel ORT's transformer tooling fuses GPT-2 into), ``Gelu``; ORT's optimizer then fuses
+  the residual adds into ``SkipLayerNormalization``. Fastest: one kernel per attention instead of
+  Concat, Transpose, MatMul, Softmax, MatMul;
+- ``exported``: ``torch.onnx.export`` of :class:`ExportedStep` (ours, with the past concatenated);
+- ``fixed``: the same export with fixed-capacity buffers written with ``ScatterElements``. Slowest:
+  ONNX has no in-place update of a graph input, so ORT copies every buffer whole each step (it cannot
+  reuse memory the caller owns), and attention runs over the whole capacity behind a mask.
 """
 
 from __future__ import annotations
@@ -49,27 +51,20 @@ class ExportedStep(nn.Module):
         self.model, self.mode = model, mode
         config = model.config
         self.n_head, self.head_dim = config.n_head, config.n_embd // config.n_head
-        self.max_time = config.max_music_time
 
-    def forward(self, ids, time_ids, *cache):
+    def forward(self, ids, positions, time_ids, *cache):
         transformer = self.model.transformer
         B, T = ids.shape
         H, D = self.n_head, self.head_dim
         layers = len(transformer.h)
         pasts = cache[:layers], cache[layers : 2 * layers]
-        if self.mode == "prefill":
-            positions = torch.arange(T, device=ids.device)
-        elif self.mode == "decode":
-            positions = torch.arange(T, device=ids.device) + pasts[0][0].shape[2]
-        else:  # fixed: the last input is the position (a 1-element int64 tensor)
-            position = cache[-1]
-            positions = position
+        if self.mode == "fixed":  # (B, 1) positions: the slot the new token's keys go to
             capacity = pasts[0][0].shape[2]
-            visible = torch.arange(capacity, device=ids.device) <= position  # (capacity,)
-            scatter_at = position.view(1, 1, 1, 1).expand(B, H, 1, D)
-        x = transformer.wte(ids) + transformer.wpe(positions)
-        if self.model.config.music_time_embedding:
-            x = x + transformer.wtime(time_ids.clamp(0, self.max_time - 1))
+            visible = (
+                torch.arange(capacity, device=ids.device) <= positions[:, :, None, None]
+            )  # (B, 1, 1, cap)
+            scatter_at = positions.view(B, 1, 1, 1).expand(B, H, 1, D)
+        x = transformer.wte(ids) + transformer.wpe(positions) + transformer.wtime(time_ids)
         keys_out, values_out = [], []
         for index, block in enumerate(transformer.h):
             attn = block.attn
@@ -109,9 +104,9 @@ def export(model: GPT, mode: str, path: str) -> None:
     L, H, D = config.n_layer, config.n_head, config.n_embd // config.n_head
     B, T = 2, (5 if mode == "prefill" else 1)
     ids = torch.zeros(B, T, dtype=torch.long)
-    inputs = [ids, ids.clone()]
-    names = ["ids", "time_ids"]
-    axes = {"ids": {0: "batch", 1: "length"}, "time_ids": {0: "batch", 1: "length"}, "logits": {0: "batch"}}
+    inputs = [ids, ids + 3, ids.clone()]
+    names = ["ids", "positions", "time_ids"]
+    axes = {name: {0: "batch", 1: "length"} for name in names} | {"logits": {0: "batch"}}
     outputs = ["logits", *cache_names(L, "present")]
     if mode == "decode":
         inputs += [torch.zeros(B, H, 3, D) for _ in range(2 * L)]
@@ -120,8 +115,7 @@ def export(model: GPT, mode: str, path: str) -> None:
         axes.update({name: {0: "batch", 2: "total"} for name in outputs[1:]})
     elif mode == "fixed":
         inputs += [torch.zeros(B, H, config.block_size, D) for _ in range(2 * L)]
-        inputs.append(torch.tensor([2]))
-        names += [*cache_names(L, "past"), "position"]
+        names += cache_names(L, "past")
         axes.update({name: {0: "batch"} for name in [*cache_names(L, "past"), *outputs[1:]]})
     else:
         axes.update({name: {0: "batch", 2: "length"} for name in outputs[1:]})
@@ -138,15 +132,115 @@ def export(model: GPT, mode: str, path: str) -> None:
         )
 
 
-class OnnxPeer:
-    """ORT sessions for the prefill and decode graphs of ``model``, and a numpy sampling loop."""
+def fused_graph(model: GPT, with_past: bool):
+    """The model as an ONNX graph of ORT's fused ops (the ``fused`` layout): ``prefill`` or ``step``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    def __init__(self, model: GPT, tokenizer, threads: int, cache: str = "concat"):
+    config, transformer = model.config, model.transformer
+    L, H, C = config.n_layer, config.n_head, config.n_embd
+    if not config.is_gpt2 or config.bias or not config.music_time_embedding:
+        raise ValueError("the fused graph computes the gpt2 layout without biases, with music time")
+    weights, nodes = [], []
+
+    def weight(name: str, tensor: torch.Tensor) -> str:
+        name = f"weight.{name}"  # apart from the activations' names
+        weights.append(numpy_helper.from_array(tensor.detach().float().contiguous().numpy(), name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str | list[str], **attributes) -> str:
+        outputs = [output] if isinstance(output, str) else output
+        domain = "com.microsoft" if op in ("MultiHeadAttention", "Gelu") else ""
+        nodes.append(helper.make_node(op, inputs, outputs, domain=domain, **attributes))
+        return outputs[0]
+
+    def layer_norm(x: str, norm: nn.Module, name: str) -> str:
+        return node("LayerNormalization", [x, weight(name, norm.weight)], name, epsilon=norm.eps)
+
+    embedded = node(
+        "Add",
+        [
+            node("Gather", [weight("wte", transformer.wte.weight), "ids"], "token"),
+            node("Gather", [weight("wpe", transformer.wpe.weight), "positions"], "position"),
+        ],
+        "token+position",
+    )
+    x = node(
+        "Add",
+        [embedded, node("Gather", [weight("wtime", transformer.wtime.weight), "time_ids"], "time")],
+        "x0",
+    )
+    for i, block in enumerate(transformer.h):
+        qkv = node(
+            "MatMul",
+            [layer_norm(x, block.ln_1, f"ln1_{i}"), weight(f"qkv_{i}", block.attn.c_attn.weight.t())],
+            f"qkv_{i}",
+        )
+        q, k, v = (
+            node("Split", [qkv], [f"q_{i}", f"k_{i}", f"v_{i}"], axis=-1, num_outputs=3),
+            f"k_{i}",
+            f"v_{i}",
+        )
+        past = [f"past_key_{i}", f"past_value_{i}"] if with_past else ["", ""]
+        y = node(
+            "MultiHeadAttention",
+            [q, k, v, "", "", "", *past],
+            [f"y_{i}", f"present_key_{i}", f"present_value_{i}"],
+            num_heads=H,
+            unidirectional=1,  # causal over past + new positions
+        )
+        attended = node("MatMul", [y, weight(f"proj_{i}", block.attn.c_proj.weight.t())], f"attended_{i}")
+        x = node("Add", [x, attended], f"x{i}a")
+        hidden = node(
+            "MatMul",
+            [layer_norm(x, block.ln_2, f"ln2_{i}"), weight(f"fc_{i}", block.mlp.c_fc.weight.t())],
+            f"fc_{i}",
+        )
+        mlp = node(
+            "MatMul",
+            [node("Gelu", [hidden], f"gelu_{i}"), weight(f"fc2_{i}", block.mlp.c_proj.weight.t())],
+            f"mlp_{i}",
+        )
+        x = node("Add", [x, mlp], f"x{i + 1}")
+    weights.append(numpy_helper.from_array(np.array([-1], np.int64), "last"))
+    weights.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    last = layer_norm(node("Gather", [x, "last"], "x_last", axis=1), transformer.ln_f, "ln_f")
+    logits = node("MatMul", [last, weight("head", model.lm_head.weight.t())], "logits_1")
+    node("Squeeze", [logits, "axis1"], "logits")
+    D = C // H
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "length"])
+        for n in ("ids", "positions", "time_ids")
+    ]
+    if with_past:
+        inputs += [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", H, "past", D])
+            for n in cache_names(L, "past")
+        ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", config.vocab_size])]
+    outputs += [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", H, "total", D])
+        for n in cache_names(L, "present")
+    ]
+    graph = helper.make_graph(nodes, "step" if with_past else "prefill", inputs, outputs, weights)
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    result = helper.make_model(graph, opset_imports=opsets, ir_version=9)
+    onnx.checker.check_model(result)
+    return result
+
+
+LAYOUTS = ("fused", "exported", "fixed")
+
+
+class OnnxPeer:
+    """ORT sessions for the prefill and step graphs of ``model`` (``layout``), and a numpy sampling loop."""
+
+    def __init__(self, model: GPT, tokenizer, threads: int, layout: str = "fused"):
         import onnxruntime as ort
 
         self.config = model.config
         self.layers = model.config.n_layer
-        self.cache = cache
+        self.layout = layout
         tables = token_tables(tokenizer)
         self.time_units = tables.time_units.numpy()
         self.music = tables.music.numpy()
@@ -158,16 +252,25 @@ class OnnxPeer:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.sessions = {}
         with tempfile.TemporaryDirectory() as folder:
-            for mode in ("prefill", "decode" if cache == "concat" else "fixed"):
-                path = os.path.join(folder, f"{mode}.onnx")
-                start = time.perf_counter()
-                export(model, mode, path)
-                self.export_seconds = time.perf_counter() - start
-                self.sessions[mode] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            for name, with_past in (("prefill", False), ("step", True)):
+                path = os.path.join(folder, f"{name}.onnx")
+                if layout == "fused":
+                    with open(path, "wb") as file:
+                        file.write(fused_graph(model, with_past).SerializeToString())
+                else:
+                    export(
+                        model,
+                        "prefill" if not with_past else "decode" if layout == "exported" else "fixed",
+                        path,
+                    )
+                self.sessions[name] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def prefill(self, ids: np.ndarray, time_ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        logits, *cache = self.sessions["prefill"].run(None, {"ids": ids, "time_ids": time_ids})
-        if self.cache == "fixed":  # copy into buffers of the whole capacity
+        positions = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)
+        logits, *cache = self.sessions["prefill"].run(
+            None, {"ids": ids, "positions": positions, "time_ids": time_ids}
+        )
+        if self.layout == "fixed":  # copied into buffers of the whole capacity
             B, H, T, D = cache[0].shape
             buffers = []
             for part in cache:
@@ -178,13 +281,13 @@ class OnnxPeer:
         return logits, cache
 
     def step(self, tokens: np.ndarray, time_ids: np.ndarray, cache: list[np.ndarray], position: int):
-        feed = {"ids": tokens[:, None], "time_ids": time_ids[:, None]}
+        feed = {
+            "ids": tokens[:, None],
+            "positions": np.full((len(tokens), 1), position),
+            "time_ids": time_ids[:, None],
+        }
         feed.update(zip(cache_names(self.layers, "past"), cache))
-        if self.cache == "fixed":
-            feed["position"] = np.array([position], np.int64)
-            logits, *cache = self.sessions["fixed"].run(None, feed)
-        else:
-            logits, *cache = self.sessions["decode"].run(None, feed)
+        logits, *cache = self.sessions["step"].run(None, feed)
         return logits, cache
 
     def prompt_inputs(self, prompt: list[int], batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +349,7 @@ def check_logits(peer: OnnxPeer, model: GPT, prompt: list[int], steps: int = 4, 
 
 
 def main() -> None:
-    """The two cache layouts, same weights, same run: logits checked, batch-1 new tokens/s."""
+    """The three layouts, same weights, same run: logits checked, batch-1 new tokens/s."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
@@ -263,22 +366,22 @@ def main() -> None:
     config = GPTConfig(block_size=1024, vocab_size=tokenizer.vocab_size, **model_preset("gpt2_10M"))
     model = GPT(config).eval()
     prompt, _ = demo_prompt(tokenizer)
-    peers = {cache: OnnxPeer(model, tokenizer, args.threads, cache) for cache in ("concat", "fixed")}
-    times = {cache: [] for cache in peers}
-    for cache, peer in peers.items():
-        print(f"{cache}: logits max |diff| {check_logits(peer, model, prompt):.1e}")
+    peers = {layout: OnnxPeer(model, tokenizer, args.threads, layout) for layout in LAYOUTS}
+    times = {layout: [] for layout in peers}
+    for layout, peer in peers.items():
+        print(f"{layout}: logits max |diff| {check_logits(peer, model, prompt):.1e}")
         peer.generate(prompt, 1, 16, TOP_K)
     load = os.getloadavg()[0]
     for _ in range(args.repeats):
-        for cache, peer in peers.items():
+        for layout, peer in peers.items():
             start = time.perf_counter()
             peer.generate(prompt, 1, NEW_TOKENS, TOP_K)
-            times[cache].append(time.perf_counter() - start)
-    rates = {cache: NEW_TOKENS / statistics.median(t) for cache, t in times.items()}
+            times[layout].append(time.perf_counter() - start)
+    rates = {layout: NEW_TOKENS / statistics.median(t) for layout, t in times.items()}
     print(
         f"{args.threads} thread(s), load average {load:.2f} / {os.getloadavg()[0]:.2f}: "
-        + ", ".join(f"{cache} {rate:.0f} tok/s" for cache, rate in rates.items())
-        + f"; concat / fixed x{rates['concat'] / rates['fixed']:.2f}"
+        + ", ".join(f"{layout} {rate:.0f} tok/s" for layout, rate in rates.items())
+        + f"; fused / exported x{rates['fused'] / rates['exported']:.2f}, fused / fixed x{rates['fused'] / rates['fixed']:.2f}"
     )
 
 
