@@ -21,9 +21,9 @@ with its compiled step (``generation.native``); also timed: FastRunner's PyTorch
 models in bfloat16 (ours then takes the PyTorch step: the compiled one is float32 only).
 ``--long``: one 3-minute continuation (``max_duration=180``) with the same 1024-token model, sliding
 past its context. ``--onnx``: one more peer, ONNX Runtime running our model's prefill and decode step
-exported with its KV cache (``bench/onnx_peer.py``; same weights, sampled in numpy with the same top-k,
-without the note grammar, as HF), its logits checked against the model's before any timing; its
-threads: ``--threads`` or torch's count, as HF's.
+as ONNX graphs with an explicit KV cache (``bench/onnx_peer.py``; same weights, sampled in numpy with
+the same top-k, without the note grammar, as HF), its logits checked against the model's before any
+timing; its threads: ``--threads`` or torch's count, as HF's (not with ``--sweep``/``--stream``).
 """
 
 from __future__ import annotations
