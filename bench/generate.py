@@ -20,7 +20,10 @@ with its compiled step (``generation.native``); also timed: FastRunner's PyTorch
 ``--threads``: torch threads for both sides (default: torch's). ``--bf16``: extra rows with both
 models in bfloat16 (ours then takes the PyTorch step: the compiled one is float32 only).
 ``--long``: one 3-minute continuation (``max_duration=180``) with the same 1024-token model, sliding
-past its context.
+past its context. ``--onnx``: one more peer, ONNX Runtime running our model's prefill and decode step
+as ONNX graphs with an explicit KV cache (``bench/onnx_peer.py``; same weights, sampled in numpy with
+the same top-k, without the note grammar, as HF), its logits checked against the model's before any
+timing; its threads: ``--threads`` or torch's count, as HF's (not with ``--sweep``/``--stream``).
 """
 
 from __future__ import annotations
@@ -142,11 +145,20 @@ def time_ours(
     return seconds
 
 
+def time_onnx(peer, prompt: list[int], batch: int, new_tokens: int) -> float:
+    start = time.perf_counter()
+    out = peer.generate(prompt, batch, new_tokens, TOP_K)
+    seconds = time.perf_counter() - start
+    assert out.shape == (batch, new_tokens), out.shape
+    return seconds
+
+
 def time_batch(
-    hf, ours, tokenizer, prompt, batch: int, repeats: int, kinds: tuple[str, ...]
+    hf, ours, tokenizer, prompt, batch: int, repeats: int, kinds: tuple[str, ...], onnx=None
 ) -> tuple[dict, dict]:
     """Median and best new tokens/s of each kind of run, interleaved ``repeats`` times."""
     run = {
+        "onnx": lambda: time_onnx(onnx, prompt, batch, NEW_TOKENS),
         "hf": lambda: time_hf(hf, prompt, batch, NEW_TOKENS),
         "ours": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS),
         "ours_torch": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, compiled=False),
@@ -246,6 +258,26 @@ def time_stream(ours, tokenizer, notes, repeats: int) -> None:
     )
 
 
+def onnx_peer(ours, tokenizer, prompt):
+    """The ONNX Runtime peer (export, sessions), its logits checked against ours, warmed up."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from onnx_peer import OnnxPeer, check_logits
+
+    threads = torch.get_num_threads()
+    start = time.perf_counter()
+    peer = OnnxPeer(ours, tokenizer, threads)
+    built = time.perf_counter() - start
+    worst = check_logits(peer, ours, prompt)
+    import onnxruntime
+
+    print(
+        f"# ONNX Runtime {onnxruntime.__version__}, {threads} intra-op thread(s): prefill + step graphs ({peer.layout} layout) "
+        f"exported and loaded in {built:.1f} s; logits vs GPT.forward: max |diff| {worst:.1e} (checked)"
+    )
+    time_onnx(peer, prompt, 1, 16)
+    return peer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,6 +291,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="new tokens per call")
     parser.add_argument("--sweep", action="store_true", help="only: default threads vs each fixed count")
     parser.add_argument("--stream", action="store_true", help="only: time to first note, real-time factor")
+    parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (bench/onnx_peer.py)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
@@ -309,10 +342,19 @@ def run(args) -> None:
         return
 
     kinds = ("hf", "ours", "ours_no_grammar", "ours_torch", "ours_reference")
+    onnx = onnx_peer(ours, tokenizer, prompt) if args.onnx else None
+    if onnx is not None:
+        kinds = ("onnx", *kinds)
     rows = []
     for batch in args.batches:
-        rate, best = time_batch(hf, ours, tokenizer, prompt, batch, args.repeats, kinds)
+        rate, best = time_batch(hf, ours, tokenizer, prompt, batch, args.repeats, kinds, onnx)
         rows.append(("float32", batch, rate, best))
+        if onnx is not None:
+            print(
+                f"float32 batch {batch}: ONNX Runtime {rate['onnx']:.0f} tok/s, ours x{rate['ours'] / rate['onnx']:.2f} "
+                f"(grammar off x{rate['ours_no_grammar'] / rate['onnx']:.2f})",
+                flush=True,
+            )
         print(
             f"float32 batch {batch}: HF {rate['hf']:.0f} tok/s, ours {rate['ours']:.0f} tok/s "
             f"(x{rate['ours'] / rate['hf']:.2f}), PyTorch step {rate['ours_torch']:.0f} tok/s, "
@@ -348,6 +390,17 @@ def run(args) -> None:
             f"| {dtype} | {batch} | {rate['hf']:.0f} tok/s (best {best['hf']:.0f}) | {rate['ours']:.0f} tok/s "
             f"(best {best['ours']:.0f}) | **{rate['ours'] / rate['hf']:.2f}x** | {extra[0]} | {extra[1]} |"
         )
+    if onnx is not None:
+        print(
+            "\n| batch | ONNX Runtime | piano_gpt.generation | ratio | grammar off | ratio | HF | ours / HF |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for _, batch, rate, best in (row for row in rows if row[0] == "float32"):
+            print(
+                f"| {batch} | {rate['onnx']:.0f} tok/s (best {best['onnx']:.0f}) | {rate['ours']:.0f} tok/s | "
+                f"**{rate['ours'] / rate['onnx']:.2f}x** | {rate['ours_no_grammar']:.0f} tok/s | "
+                f"{rate['ours_no_grammar'] / rate['onnx']:.2f}x | {rate['hf']:.0f} tok/s | {rate['ours'] / rate['hf']:.2f}x |"
+            )
     print(f"\nload average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
 
     if args.long:
