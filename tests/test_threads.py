@@ -66,3 +66,31 @@ def _prompt():
     from piano_gpt.midi import make_notes
 
     return make_notes([60, 62, 64], [80, 80, 80], [0.0, 0.2, 0.4], [0.3, 0.5, 0.7])
+
+
+def test_this_process_busy_threads_are_not_counted_as_load():
+    """Worker threads a parallel region leaves spinning belong to this process: a generation that
+    starts after one must not read them as a competing process (and fall back to one thread)."""
+    import threading
+    import time
+
+    import numpy as np
+
+    stop = threading.Event()
+
+    def spin():  # numpy releases the GIL: this thread stays runnable, as an OpenMP worker does
+        a = np.ones((256, 256))
+        while not stop.is_set():
+            a @ a
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        seen = threads_module._own_running_threads()
+        while seen < 2 and time.monotonic() < deadline:
+            seen = max(seen, threads_module._own_running_threads())
+    finally:
+        stop.set()
+        worker.join()
+    assert seen >= 2  # the spinning thread and this one, both ours

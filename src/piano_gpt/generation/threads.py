@@ -30,14 +30,32 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _own_running_threads() -> int:
+    """This process's threads the kernel counts as running (the caller included): the worker threads a
+    previous parallel region left spinning are ours, not a competing process."""
+    running = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as file:
+                state = file.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        running += state == "R"
+    return max(1, running)
+
+
 def _runnable_others() -> float | None:
-    """Tasks the kernel counts as runnable now, other than this thread (None without /proc)."""
+    """Tasks the kernel counts as runnable now, other than this process's (None without /proc)."""
     try:
         with open("/proc/loadavg") as file:
             running = int(file.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
-    return max(0, running - 1)
+    return max(0, running - _own_running_threads())
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
