@@ -88,6 +88,51 @@ def test_bad_file_is_reported_and_skipped(tmp_path):
     assert list(shards.record_notes(1)["pitch"]) == list(piece(30)["pitch"])
 
 
+def test_two_builds_of_one_split_at_once_both_succeed(tmp_path, monkeypatch):
+    """Two runs building the same cache at once (one finishes while the other is mid-build): each
+    writes its own folder, both get the whole split, and nothing half-built is left beside it."""
+    from piano_gpt.data import shards as shards_module
+
+    tokenizer = ExponentialTimeTokenizer()
+    items = [
+        MidiFileItem(str(write_notes(piece(30, pitch=48 + i), tmp_path / f"{i}.mid")), json.dumps({"i": i}))
+        for i in range(3)
+    ]
+    root = tmp_path / "cache" / "train"
+    map_items = shards_module._map_items
+    inner = []
+
+    def racing(*args, **kwargs):
+        for n, pair in enumerate(map_items(*args, **kwargs)):
+            if n == 1 and not inner:  # the other run builds the same split from start to end here
+                inner.append(None)
+                inner[0] = build_split(items, tokenizer, root, n_workers=1)
+            yield pair
+
+    monkeypatch.setattr(shards_module, "_map_items", racing)
+    outer = build_split(items, tokenizer, root, n_workers=1)
+    expected = [tokenizer.encode(piece(30, pitch=48 + i)) for i in range(3)]
+    for built in (inner[0], outer):
+        assert [list(built.record_tokens(i)) for i in range(3)] == expected
+    assert [list(shards_module.SplitShards.open(root).record_tokens(i)) for i in range(3)] == expected
+    assert sorted(p.name for p in root.parent.iterdir()) == ["train"]
+
+
+def test_a_build_cut_off_by_a_kill_is_cleared_by_the_next(tmp_path):
+    root = tmp_path / "cache" / "train"
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = root.parent / f"train.building-{int(done.stdout)}-abc"  # its process has exited
+    (dead / "tokens.u16").parent.mkdir(parents=True)
+    (dead / "tokens.u16").write_bytes(b"half")
+    live = root.parent / f"train.building-{os.getpid()}-abc"  # a build still running (this process)
+    live.mkdir()
+    item = MidiFileItem(str(write_notes(piece(30), tmp_path / "a.mid")), json.dumps({}))
+    assert len(build_split([item], ExponentialTimeTokenizer(), root, n_workers=1)) == 1
+    assert not dead.exists() and live.exists()
+
+
 def test_demo_shards_build_once(tmp_path):
     tokenizer = ExponentialTimeTokenizer()
     built = build_shards({"name": "demo", "type": "demo"}, tokenizer, tmp_path, splits=("validation",))

@@ -11,11 +11,14 @@ Layout of ``<root>/<split>/``:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,9 +301,10 @@ def build_split(
     """Tokenize every item into ``root``; items that fail (unreadable, crash or hang the parser) are
     skipped and listed with the reason in ``errors.json``."""
     root = Path(root)
-    tmp = root.with_name(root.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(root)
+    # Each builder writes its own folder: two runs building the same cache at once never share one.
+    tmp = Path(tempfile.mkdtemp(prefix=f"{root.name}.building-{os.getpid()}-", dir=root.parent))
     n_workers = n_workers if n_workers is not None else (os.cpu_count() or 1)
 
     rows, errors = [], []
@@ -348,9 +352,44 @@ def build_split(
         "errors": len(errors),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    shutil.rmtree(root, ignore_errors=True)
-    os.replace(tmp, root)
+    _publish(tmp, root)
     return SplitShards.open(root)
+
+
+def _publish(tmp: Path, root: Path) -> None:
+    """Move a finished build into place by renames: a reader sees a whole split, old or new. Two
+    builders of one split (two runs started at once) both succeed; the last one's folder stays."""
+    for _ in range(100):
+        if root.exists():  # the previous build: set aside whole, then removed
+            stale = Path(tempfile.mkdtemp(prefix=f"{root.name}.stale-", dir=root.parent))
+            with contextlib.suppress(FileNotFoundError):  # another builder set it aside first
+                os.replace(root, stale / root.name)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, root)
+            return
+        except OSError as error:  # another builder published between the two renames: again
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise RuntimeError(f"could not publish {root}: other builds keep replacing it")
+
+
+def _remove_abandoned_builds(root: Path) -> None:
+    """Remove the build folders of ``root`` whose builder process is gone (killed mid-build)."""
+    for folder in root.parent.glob(f"{root.name}.building-*"):
+        pid = folder.name.removeprefix(f"{root.name}.building-").split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def build_shards(
