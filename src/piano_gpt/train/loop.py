@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import math
 import os
@@ -192,8 +193,23 @@ def train(cfg: DictConfig, resume_from: str | None = None, force_resume: bool = 
         read_run_log(Path(cfg.out_dir) / cfg.run_name / "log.jsonl")  # corrupt: refused before any work
     if cfg.logging.wandb_log:
         check_wandb_key(cfg.logging.get("wandb_mode"))
-    # ---- setup ------------------------------------------------------------------------------------
     ddp, rank, local_rank, world = setup_distributed()
+    try:
+        return run_training(cfg, resume_from, ddp, rank, local_rank, world)
+    finally:
+        if ddp:
+            # The sharded model, its optimizer and their communication state are freed here, while
+            # the interpreter is whole and the process group up: left to interpreter exit, their
+            # tensors can be released from gloo's threads after Python has begun to shut down.
+            gc.collect()
+            dist.destroy_process_group()
+
+
+def run_training(
+    cfg: DictConfig, resume_from: str | None, ddp: bool, rank: int, local_rank: int, world: int
+) -> Path:
+    """The training loop of :func:`train`, inside its process group (``ddp``: under torchrun)."""
+    # ---- setup ------------------------------------------------------------------------------------
     master = rank == 0
     fsdp = ddp and bool(cfg.system.get("fsdp", False))  # one process has nothing to shard
     device = pick_device(cfg, local_rank)
@@ -473,8 +489,7 @@ def train(cfg: DictConfig, resume_from: str | None = None, force_resume: bool = 
     if wandb_run:
         wandb_run.finish()
     if ddp:
-        dist.barrier()
-        dist.destroy_process_group()
+        dist.barrier()  # every rank's last collective done before the group goes
     return run_dir
 
 
