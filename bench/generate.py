@@ -24,6 +24,10 @@ past its context. ``--onnx``: one more peer, ONNX Runtime running our model's pr
 as ONNX graphs with an explicit KV cache (``bench/onnx_peer.py``; same weights, sampled in numpy with
 the same top-k, without the note grammar, as HF), its logits checked against the model's before any
 timing; its threads: ``--threads`` or torch's count, as HF's (not with ``--sweep``/``--stream``).
+``--roofline``: only the bare decoding step at batch 1 (no sampling), ours and ONNX Runtime's, from
+position 256 to 767, against what the machine can read from memory: the bytes a step must read (every
+weight matrix, and the keys and values of every position so far) over its time, as a share of the
+read bandwidth one ``torch.sum`` over 512 MB reaches with the same threads.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import torch
 
 from piano_gpt.data.demo import load_demo_records
 from piano_gpt.generation import generate_samples, native, sample_ids, stream
+from piano_gpt.generation.runner import runner_for
 from piano_gpt.midi import make_notes
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
@@ -258,6 +263,90 @@ def time_stream(ours, tokenizer, notes, repeats: int) -> None:
     )
 
 
+def read_bandwidth(threads: int, megabytes: int = 512) -> float:
+    """Bytes a second ``threads`` threads read from memory: a sum over an array far past the caches."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        data = torch.ones(megabytes * 2**20 // 4)
+        data.sum()
+        best = float("inf")
+        for _ in range(7):
+            start = time.perf_counter()
+            data.sum()
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(saved)
+    return data.numel() * 4 / best
+
+
+def step_bytes(model: GPT, positions: range) -> float:
+    """Bytes the decoding steps at ``positions`` must read at least: every weight but the position and
+    music-time tables (a row each; the token table is read whole as the tied output head), plus the
+    keys and values of every position already cached, all float32."""
+    config = model.config
+    weights = model.num_parameters(non_embedding=True) * 4
+    cached = sum(positions) * 2 * config.n_layer * config.n_embd * 4
+    return weights * len(positions) + cached
+
+
+def roofline(ours, tokenizer, prompt, repeats: int, onnx=None) -> None:
+    """Seconds a bare batch-1 decoding step takes, ours and ORT's, against the memory roofline."""
+    threads = torch.get_num_threads()
+    positions = range(len(prompt), len(prompt) + NEW_TOKENS)
+    bandwidth = read_bandwidth(threads)
+    need = step_bytes(ours, positions)
+    ids = torch.tensor([prompt])
+    times = torch.zeros_like(ids)
+    token, time_step = torch.tensor([int(prompt[-1])]), torch.zeros(1, dtype=torch.long)
+
+    def time_ours_steps() -> float:
+        os.environ["PIANO_GPT_NATIVE"] = "1"
+        try:
+            runner = runner_for(ours, 1)
+            with torch.inference_mode():
+                runner.prefill(ids, times)
+                start = time.perf_counter()
+                for _ in positions:
+                    runner.step(token, time_step)
+                return time.perf_counter() - start
+        finally:
+            os.environ.pop("PIANO_GPT_NATIVE")
+
+    def time_onnx_steps() -> float:
+        prompt_ids, prompt_time = onnx.prompt_inputs(prompt, 1)
+        _, cache = onnx.prefill(prompt_ids, np.zeros_like(prompt_time))
+        tokens, zeros = np.array([int(prompt[-1])]), np.zeros(1, np.int64)
+        start = time.perf_counter()
+        for position in positions:
+            _, cache = onnx.step(tokens, zeros, cache, position)
+        return time.perf_counter() - start
+
+    kinds = {"ours (compiled step)": time_ours_steps}
+    if onnx is not None:
+        kinds["ONNX Runtime"] = time_onnx_steps
+    spent = {name: [] for name in kinds}
+    for _ in range(repeats):
+        for name, timed in kinds.items():
+            spent[name].append(timed())
+    print(
+        f"\nroofline, batch 1, {threads} thread(s), positions {positions.start}-{positions.stop - 1}: "
+        f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s (torch.sum over 512 MB); the steps must read "
+        f"{need / len(positions) / 1e6:.1f} MB each on average"
+    )
+    print("| step | ms a step (median) | GB/s read | share of the bandwidth |")
+    print("|---|---|---|---|")
+    for name, values in spent.items():
+        seconds = statistics.median(values)
+        print(
+            f"| {name} | {seconds / len(positions) * 1e3:.3f} | {need / seconds / 1e9:.1f} | "
+            f"{need / seconds / bandwidth:.0%} |"
+        )
+    if onnx is not None:
+        ratio = statistics.median(spent["ONNX Runtime"]) / statistics.median(spent["ours (compiled step)"])
+        print(f"ours / ONNX Runtime, bare steps: x{ratio:.2f}")
+
+
 def onnx_peer(ours, tokenizer, prompt):
     """The ONNX Runtime peer (export, sessions), its logits checked against ours, warmed up."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -292,6 +381,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="only: default threads vs each fixed count")
     parser.add_argument("--stream", action="store_true", help="only: time to first note, real-time factor")
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (bench/onnx_peer.py)")
+    parser.add_argument("--roofline", action="store_true", help="only: bare steps against memory bandwidth")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
@@ -332,6 +422,11 @@ def run(args) -> None:
     for batch in (1, 2):
         time_ours(ours, tokenizer, prompt, batch, 16)
         time_ours(ours, tokenizer, prompt, batch, 16, compiled=False)
+    if args.roofline:
+        roofline(
+            ours, tokenizer, prompt, args.repeats, onnx_peer(ours, tokenizer, prompt) if args.onnx else None
+        )
+        return
     if args.sweep or args.stream:
         if args.sweep:
             thread_sweep(ours, tokenizer, prompt, args.repeats)
