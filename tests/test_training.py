@@ -240,7 +240,7 @@ def test_fsdp_two_processes_match_one_and_resume_exactly(tmp_path):
 
     def run(*args, launcher=(sys.executable,)):
         done = subprocess.run([*launcher, "-m", "piano_gpt.train", *args], cwd=REPO, env=env, capture_output=True, text=True)  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, f"{done.stdout[-1500:]}\n{done.stderr[-4000:]}"  # how far each rank got
 
     run(*common, "optimizer.max_iters=4", "run_name=single")
     run(*common, "optimizer.max_iters=4", "system.fsdp=true", "run_name=fsdp", launcher=torchrun)
