@@ -54,6 +54,7 @@ SOUNDFONT_PATHS = (
 MAX_RENDER_SECONDS = 600.0  # longer tables are cut: a dashboard should not hang on a whole recital
 NOTE_TAIL_SECONDS = 4.0  # the numpy synth lets a held note ring at most this long
 RELEASE_SECONDS = 0.12
+MIN_NOTE_SECONDS = 0.02  # a shorter note is held this long: a click would not sound like a key
 SOUNDFONT_TAIL_SECONDS = 1.0  # a SoundFont render is cut this long after the last note ends
 FLUIDSYNTH_TIMEOUT_SECONDS = 300
 
@@ -217,7 +218,7 @@ def synthesize_numpy(notes: pd.DataFrame, sample_rate: int = 22050) -> np.ndarra
     if len(notes) == 0:
         return np.zeros(int(0.1 * sample_rate), np.float32)
     start = np.maximum(notes["start"].to_numpy(np.float64), 0.0)
-    end = np.maximum(notes["end"].to_numpy(np.float64), start + 0.02)
+    end = np.maximum(notes["end"].to_numpy(np.float64), start + MIN_NOTE_SECONDS)
     pitch = np.clip(notes["pitch"].to_numpy(np.int64), 0, 127)
     velocity = np.clip(notes["velocity"].to_numpy(np.float64), 1, 127) / 127.0
     total = int((end.max() + RELEASE_SECONDS + 0.05) * sample_rate) + 1
