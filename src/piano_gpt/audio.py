@@ -208,8 +208,13 @@ def note_gain(velocity):
 
 
 def limit(samples: np.ndarray) -> np.ndarray:
-    """A gentle limiter: keeps chords from clipping while quiet passages keep their level."""
+    """A gentle limiter: keeps chords from clipping while quiet passages keep their level. It gives at
+    most :data:`LIMIT_PEAK` (about 1.2): the offline renderer normalises afterwards, the live player
+    divides by it."""
     return np.tanh(samples * 1.2) / np.tanh(1.2)
+
+
+LIMIT_PEAK = float(1 / np.tanh(1.2))
 
 
 def synthesize_numpy(notes: pd.DataFrame, sample_rate: int = 22050) -> np.ndarray:
@@ -353,6 +358,7 @@ def midi_bytes(notes: pd.DataFrame) -> bytes:
 
 
 __all__ = [
+    "LIMIT_PEAK",
     "SOUNDFONT_ENV",
     "SOUNDFONT_PATHS",
     "audio_backend",

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from piano_gpt.audio import MIN_NOTE_SECONDS, NOTE_TAIL_SECONDS, RELEASE_SECONDS, limit, note_gain, piano_tone
+from piano_gpt.audio import (
+    LIMIT_PEAK,
+    MIN_NOTE_SECONDS,
+    NOTE_TAIL_SECONDS,
+    RELEASE_SECONDS,
+    limit,
+    note_gain,
+    piano_tone,
+)
 
 LEAD_SECONDS = 0.5  # what the generator may fall behind before a note comes late
 
@@ -135,7 +143,7 @@ class Voice:
 class SoundDevicePort:
     """The sound device as :class:`Player` uses it: each key struck sounds the numpy piano of
     :mod:`piano_gpt.audio` (the same tone, strike gain, damper and limiter as the offline renderer, but
-    a fixed ``gain`` instead of normalising the whole file), mixed block by block in the callback of a
+    a fixed ``gain`` and the limiter scaled to peak at 1 instead of normalising the whole file), mixed block by block in the callback of a
     ``sounddevice`` output stream (mono float32, ``sample_rate`` or, where the device refuses it, the
     device's own rate). A key rings at most ``NOTE_TAIL_SECONDS``; after its ``note_off`` it fades out
     over ``RELEASE_SECONDS`` and its voice is dropped."""
@@ -193,7 +201,7 @@ class SoundDevicePort:
                     mix[: last - first] += note_gain(voice.velocity) * tone * fade
                 voice.position += frames
             self.voices = [voice for voice in self.voices if not self.finished(voice)]
-        return limit(mix * self.gain).astype(np.float32)
+        return (limit(mix * self.gain) / LIMIT_PEAK).astype(np.float32)  # no normalising live: within 1
 
     def damper(self, voice: Voice) -> int:
         """Where the voice's damper falls: at its release, or when it has rung NOTE_TAIL_SECONDS."""
