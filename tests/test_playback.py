@@ -13,7 +13,7 @@ from piano_gpt.audio import LIMIT_PEAK, RELEASE_SECONDS, synthesize_numpy
 from piano_gpt.commands import play as play_module
 from piano_gpt.commands.base import CommandError
 from piano_gpt.commands.cli import main as cli_main
-from piano_gpt.generation import generate_samples
+from piano_gpt.generation import generate_samples, playback
 from piano_gpt.generation.playback import Player, SoundDevicePort
 from piano_gpt.midi import make_notes, read_notes, write_notes
 from piano_gpt.model import GPT, GPTConfig
@@ -178,7 +178,7 @@ def unlimited(samples):
 
 def test_sound_device_port_sounds_a_key_and_its_damper(monkeypatch):
     fake_sounddevice(monkeypatch)
-    port = SoundDevicePort()
+    port = SoundDevicePort(prepare=())
     assert port.stream.started and port.sample_rate == 22050
     assert np.all(pull(port, 0.1) == 0.0)  # no voices: silence
     port.note_on(69, 100)
@@ -195,7 +195,7 @@ def test_sound_device_port_sounds_a_key_and_its_damper(monkeypatch):
 
 def test_sound_device_port_plays_what_the_offline_renderer_renders(monkeypatch):
     fake_sounddevice(monkeypatch)
-    port = SoundDevicePort()
+    port = SoundDevicePort(prepare=())
     port.note_on(60, 80)
     live = pull(port, 1.0, block=2205)  # the key is lifted at exactly 1.0 s
     port.note_off(60)
@@ -211,16 +211,16 @@ def test_sound_device_port_mixes_keys_and_limits_the_mix(monkeypatch):
     fake_sounddevice(monkeypatch)
     alone = []
     for pitch in (60, 64):
-        port = SoundDevicePort()
+        port = SoundDevicePort(prepare=())
         port.note_on(pitch, 90)
         alone.append(pull(port, 0.3))
-    both = SoundDevicePort()
+    both = SoundDevicePort(prepare=())
     both.note_on(60, 90)
     both.note_on(64, 90)
     np.testing.assert_allclose(
         unlimited(pull(both, 0.3)), unlimited(alone[0]) + unlimited(alone[1]), atol=1e-5
     )
-    loud = SoundDevicePort()
+    loud = SoundDevicePort(prepare=())
     for pitch in range(48, 78, 3):  # ten keys struck as hard as they go
         loud.note_on(pitch, 127)
     samples = pull(loud, 0.3)
@@ -229,7 +229,7 @@ def test_sound_device_port_mixes_keys_and_limits_the_mix(monkeypatch):
 
 def test_sound_device_port_takes_the_device_rate_and_lets_a_held_key_ring_out(monkeypatch):
     fake_sounddevice(monkeypatch, refused_rate=22050)
-    port = SoundDevicePort()
+    port = SoundDevicePort(prepare=())
     assert port.sample_rate == 48000
     port.note_on(69, 100)
     assert abs(peak_frequency(pull(port, 0.5), 48000) - 440.0) < 3.0
@@ -243,7 +243,7 @@ def test_play_without_a_midi_output_plays_on_the_sound_device(tmp_path, monkeypa
     device = fake_sounddevice(monkeypatch)
     monkeypatch.setitem(sys.modules, "mido", None)  # not installed
     monkeypatch.setitem(sys.modules, "rtmidi", None)
-    port = play_module.open_output("auto", None, tmp_path / "out.mid")
+    port = play_module.open_output("auto", None, tmp_path / "out.mid")  # prepares the tones meanwhile
     assert isinstance(port, SoundDevicePort) and device.streams == [port.stream]
     assert capsys.readouterr().out.splitlines() == [
         "mido and python-rtmidi are not installed (pip install 'piano-gpt[play]'): trying the sound device",
@@ -286,3 +286,13 @@ def test_play_to_an_unavailable_destination_is_an_error(tmp_path, monkeypatch, c
         play_module.open_output("midi", None, tmp_path / "out.mid")
     with pytest.raises(CommandError, match="--port names a MIDI output"):
         play_module.open_output("audio", "Synth", tmp_path / "out.mid")
+
+
+def test_sound_device_port_prepares_the_tones_before_the_keys_are_struck(monkeypatch):
+    fake_sounddevice(monkeypatch)
+    port = SoundDevicePort(prepare=[60, 62])
+    port.preparing.join()
+    assert sorted(port.waves) == [60, 62]
+    monkeypatch.setattr(playback, "piano_tone", lambda *args: pytest.fail("a prepared tone was recomputed"))
+    port.note_on(62, 80)
+    assert np.abs(pull(port, 0.1)).max() > 0.05

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,7 @@ from piano_gpt.audio import (
 )
 
 LEAD_SECONDS = 0.5  # what the generator may fall behind before a note comes late
+PIANO_KEYS = range(21, 109)  # A0-C8: the sound device port prepares their tones while the model loads
 
 
 class Player:
@@ -146,9 +147,18 @@ class SoundDevicePort:
     a fixed ``gain`` and the limiter scaled to peak at 1 instead of normalising the whole file), mixed block by block in the callback of a
     ``sounddevice`` output stream (mono float32, ``sample_rate`` or, where the device refuses it, the
     device's own rate). A key rings at most ``NOTE_TAIL_SECONDS``; after its ``note_off`` it fades out
-    over ``RELEASE_SECONDS`` and its voice is dropped."""
+    over ``RELEASE_SECONDS`` and its voice is dropped. The keys' tones (~40 ms each to compute) are
+    prepared in a background thread from the start, ``prepare`` (middle first), so a first strike
+    seldom waits for its tone."""
 
-    def __init__(self, sample_rate: int = 22050, gain: float = 1.0, device=None, block_size: int = 512):
+    def __init__(
+        self,
+        sample_rate: int = 22050,
+        gain: float = 1.0,
+        device=None,
+        block_size: int = 512,
+        prepare: Iterable[int] = PIANO_KEYS,
+    ):
         import sounddevice
 
         self.gain = float(gain)
@@ -167,13 +177,28 @@ class SoundDevicePort:
         self.held_limit = int(NOTE_TAIL_SECONDS * self.sample_rate)
         self.min_held = int(MIN_NOTE_SECONDS * self.sample_rate)
         self.n_release = int(RELEASE_SECONDS * self.sample_rate)
+        self.closing = threading.Event()
+        self.preparing = threading.Thread(target=self.prepare, args=(list(prepare),), daemon=True)
+        self.preparing.start()
         self.stream.start()
+
+    def tone(self, pitch: int) -> tuple[np.ndarray, np.ndarray]:
+        """One key's (soft, bright) waves, long enough for its longest ring and release; cached."""
+        waves = self.waves.get(pitch)
+        if waves is None:  # computed outside the lock: the audio thread never waits for it
+            soft, bright = piano_tone(pitch, self.held_limit + self.n_release + 1, self.sample_rate)
+            waves = self.waves[pitch] = (soft.astype(np.float32), bright.astype(np.float32))
+        return waves
+
+    def prepare(self, pitches: list[int]) -> None:
+        for pitch in sorted(pitches, key=lambda pitch: abs(pitch - 64)):
+            if self.closing.is_set():
+                return
+            self.tone(pitch)
 
     def note_on(self, pitch: int, velocity: int) -> None:
         pitch = int(np.clip(pitch, 0, 127))
-        if pitch not in self.waves:  # computed outside the lock: the audio thread never waits for it
-            soft, bright = piano_tone(pitch, self.held_limit + self.n_release + 1, self.sample_rate)
-            self.waves[pitch] = (soft.astype(np.float32), bright.astype(np.float32))
+        self.tone(pitch)
         voice = Voice(pitch, float(np.clip(velocity, 1, 127)) / 127.0)
         with self.lock:
             self.voices.append(voice)
@@ -215,6 +240,7 @@ class SoundDevicePort:
 
     def close(self, drain_seconds: float = RELEASE_SECONDS + 0.25) -> None:
         """Let the released keys fade (at most ``drain_seconds``), then close the stream."""
+        self.closing.set()
         deadline = time.monotonic() + drain_seconds
         while time.monotonic() < deadline:
             with self.lock:
