@@ -264,7 +264,8 @@ def test_play_falls_back_to_the_file_where_portaudio_is_missing(tmp_path, monkey
     assert play_module.open_output("auto", None, out) is None
     assert capsys.readouterr().out.splitlines() == [
         "no MIDI output port on this machine: trying the sound device",
-        f"sounddevice cannot load PortAudio (PortAudio library not found): writing the stream to {out} as it goes",
+        "sounddevice cannot load PortAudio (PortAudio library not found): "
+        f"writing the stream to {out} as it goes",
     ]
     assert out.parent.is_dir()
     fake_sounddevice(monkeypatch, has_output=False)

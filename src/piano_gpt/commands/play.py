@@ -81,11 +81,9 @@ def sound_output():
     from piano_gpt.generation.playback import SoundDevicePort
 
     try:
-        port = SoundDevicePort()
+        return SoundDevicePort(), None
     except sounddevice.PortAudioError as error:
         return None, f"the sound device {device['name']!r} cannot play: {error}"
-    port.description = f"{device['name']} at {port.sample_rate} Hz"
-    return port, None
 
 
 def open_output(destination: str, port_name: str | None, output: Path):

@@ -143,13 +143,13 @@ class Voice:
 
 class SoundDevicePort:
     """The sound device as :class:`Player` uses it: each key struck sounds the numpy piano of
-    :mod:`piano_gpt.audio` (the same tone, strike gain, damper and limiter as the offline renderer, but
-    a fixed ``gain`` and the limiter scaled to peak at 1 instead of normalising the whole file), mixed block by block in the callback of a
-    ``sounddevice`` output stream (mono float32, ``sample_rate`` or, where the device refuses it, the
-    device's own rate). A key rings at most ``NOTE_TAIL_SECONDS``; after its ``note_off`` it fades out
-    over ``RELEASE_SECONDS`` and its voice is dropped. The keys' tones (~40 ms each to compute) are
-    prepared in a background thread from the start, ``prepare`` (middle first), so a first strike
-    seldom waits for its tone."""
+    :mod:`piano_gpt.audio` (the same tone, strike gain, damper and limiter as the offline renderer;
+    instead of normalising the whole file, a fixed ``gain`` and the limiter scaled to peak at 1), mixed
+    block by block in the callback of a ``sounddevice`` output stream (mono float32, ``sample_rate`` or,
+    where the device refuses it, the device's own rate). A key rings at most ``NOTE_TAIL_SECONDS``;
+    after its ``note_off`` it fades out over ``RELEASE_SECONDS`` and its voice is dropped. The tones of
+    the keys in ``prepare`` (~40 ms each to compute, cached) are computed in a background thread from
+    the start, middle keys first, so a first strike seldom waits for its tone."""
 
     def __init__(
         self,
@@ -174,6 +174,9 @@ class SoundDevicePort:
             own_rate = sounddevice.query_devices(device, kind="output")["default_samplerate"]
             self.stream = sounddevice.OutputStream(samplerate=int(own_rate), **options)
         self.sample_rate = int(self.stream.samplerate)
+        self.description = (
+            f"{sounddevice.query_devices(device, kind='output')['name']} at {self.sample_rate} Hz"
+        )
         self.held_limit = int(NOTE_TAIL_SECONDS * self.sample_rate)
         self.min_held = int(MIN_NOTE_SECONDS * self.sample_rate)
         self.n_release = int(RELEASE_SECONDS * self.sample_rate)
