@@ -271,6 +271,9 @@ def test_play_falls_back_to_the_file_where_portaudio_is_missing(tmp_path, monkey
     fake_sounddevice(monkeypatch, has_output=False)
     assert play_module.open_output("auto", None, out) is None
     assert "no sound output device on this machine: writing" in capsys.readouterr().out
+    fake_sounddevice(monkeypatch)  # a sound device, but the file is asked for
+    assert play_module.open_output("file", None, out) is None
+    assert capsys.readouterr().out == f"writing the stream to {out} as it goes\n"
 
 
 def test_play_to_an_unavailable_destination_is_an_error(tmp_path, monkeypatch, capsys):
