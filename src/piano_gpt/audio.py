@@ -54,6 +54,7 @@ SOUNDFONT_PATHS = (
 MAX_RENDER_SECONDS = 600.0  # longer tables are cut: a dashboard should not hang on a whole recital
 NOTE_TAIL_SECONDS = 4.0  # the numpy synth lets a held note ring at most this long
 RELEASE_SECONDS = 0.12
+MIN_NOTE_SECONDS = 0.02  # a shorter note is held this long: a click would not sound like a key
 SOUNDFONT_TAIL_SECONDS = 1.0  # a SoundFont render is cut this long after the last note ends
 FLUIDSYNTH_TIMEOUT_SECONDS = 300
 
@@ -180,13 +181,49 @@ def _normalise(samples: np.ndarray, peak: float = 0.9) -> np.ndarray:
     return samples * (peak / top) if top > peak else samples
 
 
+def piano_tone(pitch: int, n_samples: int, sample_rate: int = 22050) -> tuple[np.ndarray, np.ndarray]:
+    """The numpy synthesizer's tone for one key, its first ``n_samples``: ``(soft, bright)`` float64
+    waves; a strike at velocity ``v`` (0-1) sounds ``soft + v * bright``, scaled by :func:`note_gain`.
+    The offline renderer and the live player (``generation.playback.SoundDevicePort``) both use it."""
+    t = np.arange(n_samples) / sample_rate
+    attack = np.minimum(t / 0.004, 1.0)
+    partials = np.arange(1, 9, dtype=np.float64)
+    f0 = 440.0 * 2.0 ** ((pitch - 69) / 12)
+    # Piano strings are slightly stiff: partial k sits at k * f0 * sqrt(1 + B k^2).
+    freqs = partials * f0 * np.sqrt(1 + 1e-4 * partials**2)
+    keep = freqs < 0.45 * sample_rate
+    freqs, ks = freqs[keep], partials[keep]
+    decay = 0.6 + 0.9 * (f0 / 261.6) ** 0.6  # 1/s: low notes ring longer
+    phases = 2 * np.pi * np.outer(freqs, t)
+    envelopes = np.exp(-np.outer(decay * (1 + 0.5 * (ks - 1)), t))
+    tones = np.sin(phases) * envelopes
+    soft = (tones * (1.0 / ks**2)[:, None]).sum(0)  # mellow: energy in the low partials
+    bright = (tones * (1.0 / ks)[:, None]).sum(0) - soft  # what a hard strike adds on top
+    return soft * attack, bright * attack
+
+
+def note_gain(velocity):
+    """Loudness of a strike at ``velocity`` (0-1) before the limiter."""
+    return 0.25 * velocity**1.5
+
+
+def limit(samples: np.ndarray) -> np.ndarray:
+    """A gentle limiter: keeps chords from clipping while quiet passages keep their level. It gives at
+    most :data:`LIMIT_PEAK` (about 1.2): the offline renderer normalises afterwards, the live player
+    divides by it."""
+    return np.tanh(samples * 1.2) / np.tanh(1.2)
+
+
+LIMIT_PEAK = float(1 / np.tanh(1.2))
+
+
 def synthesize_numpy(notes: pd.DataFrame, sample_rate: int = 22050) -> np.ndarray:
     """The additive piano-like synthesizer: mono float32 samples in [-1, 1] (see the module doc)."""
     sample_rate = int(sample_rate)
     if len(notes) == 0:
         return np.zeros(int(0.1 * sample_rate), np.float32)
     start = np.maximum(notes["start"].to_numpy(np.float64), 0.0)
-    end = np.maximum(notes["end"].to_numpy(np.float64), start + 0.02)
+    end = np.maximum(notes["end"].to_numpy(np.float64), start + MIN_NOTE_SECONDS)
     pitch = np.clip(notes["pitch"].to_numpy(np.int64), 0, 127)
     velocity = np.clip(notes["velocity"].to_numpy(np.float64), 1, 127) / 127.0
     total = int((end.max() + RELEASE_SECONDS + 0.05) * sample_rate) + 1
@@ -195,23 +232,7 @@ def synthesize_numpy(notes: pd.DataFrame, sample_rate: int = 22050) -> np.ndarra
     ring = np.minimum(end - start, NOTE_TAIL_SECONDS)
     lengths = ((ring + RELEASE_SECONDS) * sample_rate).astype(np.int64) + 1
     longest = int(lengths.max())
-    t = np.arange(longest) / sample_rate
-    attack = np.minimum(t / 0.004, 1.0)
-    partials = np.arange(1, 9, dtype=np.float64)
-    waves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for p in np.unique(pitch):
-        f0 = 440.0 * 2.0 ** ((p - 69) / 12)
-        # Piano strings are slightly stiff: partial k sits at k * f0 * sqrt(1 + B k^2).
-        freqs = partials * f0 * np.sqrt(1 + 1e-4 * partials**2)
-        keep = freqs < 0.45 * sample_rate
-        freqs, ks = freqs[keep], partials[keep]
-        decay = 0.6 + 0.9 * (f0 / 261.6) ** 0.6  # 1/s: low notes ring longer
-        phases = 2 * np.pi * np.outer(freqs, t)
-        envelopes = np.exp(-np.outer(decay * (1 + 0.5 * (ks - 1)), t))
-        tones = np.sin(phases) * envelopes
-        soft = (tones * (1.0 / ks**2)[:, None]).sum(0)  # mellow: energy in the low partials
-        bright = (tones * (1.0 / ks)[:, None]).sum(0) - soft  # what a hard strike adds on top
-        waves[int(p)] = (soft * attack, bright * attack)
+    waves = {int(p): piano_tone(int(p), longest, sample_rate) for p in np.unique(pitch)}
 
     n_release = int(RELEASE_SECONDS * sample_rate)
     for onset, p, v, ring_s, n in zip(start, pitch, velocity, ring, lengths):
@@ -223,10 +244,8 @@ def synthesize_numpy(notes: pd.DataFrame, sample_rate: int = 22050) -> np.ndarra
             tone = tone[: held + len(fade)] * np.concatenate([np.ones(held), fade])
         first = int(onset * sample_rate)
         stop = min(first + len(tone), total)
-        out[first:stop] += (0.25 * v**1.5) * tone[: stop - first]
-    # A gentle limiter keeps chords from clipping while quiet passages keep their level.
-    out = np.tanh(out * 1.2) / np.tanh(1.2)
-    return _normalise(out).astype(np.float32)
+        out[first:stop] += note_gain(v) * tone[: stop - first]
+    return _normalise(limit(out)).astype(np.float32)
 
 
 def synthesize_soundfont(
@@ -339,12 +358,16 @@ def midi_bytes(notes: pd.DataFrame) -> bytes:
 
 
 __all__ = [
+    "LIMIT_PEAK",
     "SOUNDFONT_ENV",
     "SOUNDFONT_PATHS",
     "audio_backend",
     "find_soundfont",
+    "limit",
     "fluidsynth_program",
     "midi_bytes",
+    "note_gain",
+    "piano_tone",
     "render_wav",
     "soundfont_problem",
     "soundfont_renderer",

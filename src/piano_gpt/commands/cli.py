@@ -11,7 +11,7 @@
     piano-gpt tasks [--set NAME] [--json]                             # the PIANO tasks, families, descriptions
     piano-gpt benchmark export|predict|score ...   # a frozen PIANO set; any system's predictions scored
     piano-gpt convert OLD.pt OUT_DIR    # an original Piano-GPT .pt checkpoint as a checkpoint folder
-    piano-gpt play CHECKPOINT [--prompt IN.mid] [--port NAME] [--duration 30]   # live, to a MIDI port
+    piano-gpt play CHECKPOINT [--prompt IN.mid] [--to auto|midi|audio|file]  # live: MIDI, speakers or file
 
 ``scripts/download_model.py`` and ``scripts/upload_models.py`` are this command's ``download`` and
 ``upload``. The hub repo defaults to ``$PIANO_GPT_HUB_REPO`` (else epr-labs/piano-gpt); the token is
@@ -323,7 +323,10 @@ COMMANDS = {
         "export a frozen PIANO benchmark set, predict for it, score predictions",
     ),
     "convert": (add_convert_args, "convert an original Piano-GPT .pt checkpoint into a checkpoint folder"),
-    "play": (add_play_args, "continue a prompt and play it as it is generated (MIDI output, else a file)"),
+    "play": (
+        add_play_args,
+        "continue a prompt and play it as it is generated (MIDI output, else the sound device, else a file)",
+    ),
 }
 
 

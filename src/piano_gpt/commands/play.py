@@ -1,10 +1,13 @@
-"""piano-gpt play CHECKPOINT [--prompt IN.mid] [--port NAME] [--output OUT.mid] [--duration 30] ...
+"""piano-gpt play CHECKPOINT [--prompt IN.mid] [--to auto|midi|audio|file] [--port NAME] [--output F] ...
 
-Continues a prompt and plays the continuation while it is generated: to a MIDI output port (``mido``
-with ``python-rtmidi``: ``pip install 'piano-gpt[play]'``; ``--port`` names one, default the first),
-each note sent when its time comes (``generation.playback.Player``). Without a MIDI output it writes
-the stream to ``--output`` as it goes (the file holds every note final so far, rewritten at most every
-``REWRITE_SECONDS``) and says so. Ctrl-C stops the music (every key lifted) and keeps the file.
+Continues a prompt and plays the continuation while it is generated, each note sent when its time
+comes (``generation.playback.Player``): to a MIDI output port (``mido`` with ``python-rtmidi``:
+``pip install 'piano-gpt[play]'``; ``--port`` names one, default the first); without one, on the sound
+device through the built-in numpy piano (``sounddevice``, same extra, and the PortAudio library); without
+either, it writes the stream to ``--output`` as it goes (the file holds every note final so far,
+rewritten at most every ``REWRITE_SECONDS``). Each fallback prints one line saying why; ``--to`` picks
+one explicitly (an unavailable one is an error). Ctrl-C stops the music (every key lifted) and keeps
+the file.
 """
 
 from __future__ import annotations
@@ -18,12 +21,19 @@ from piano_gpt.commands.base import CommandError
 
 REWRITE_SECONDS = 1.0
 DEFAULT_OUTPUT = "tmp/generated/play.mid"
+DESTINATIONS = ("auto", "midi", "audio", "file")
 
 
 def add_play_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint folder (with manifest.json)")
     parser.add_argument("--prompt", default=None, help="MIDI file to continue (default: start from nothing)")
     parser.add_argument("--prompt-notes", type=int, default=None, help="use only its first N notes")
+    parser.add_argument(
+        "--to",
+        choices=DESTINATIONS,
+        default="auto",
+        help="where to play (auto: a MIDI output, else the sound device, else the file)",
+    )
     parser.add_argument("--port", default=None, help="MIDI output port name (default: the first one)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="the file written without a MIDI output")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of music to generate")
@@ -55,6 +65,53 @@ def midi_output(name: str | None):
     return MidoPort(mido.open_output(names[0])), None
 
 
+def sound_output():
+    """A :class:`~piano_gpt.generation.playback.SoundDevicePort` on the default output device, or
+    (None, why there is none)."""
+    try:
+        import sounddevice
+    except ImportError:
+        return None, "sounddevice is not installed (pip install 'piano-gpt[play]')"
+    except OSError as error:  # the package is there but the PortAudio C library is not
+        return None, f"sounddevice cannot load PortAudio ({(str(error).splitlines() or [''])[0][:120]})"
+    try:
+        device = sounddevice.query_devices(kind="output")
+    except sounddevice.PortAudioError:
+        return None, "no sound output device on this machine"
+    from piano_gpt.generation.playback import SoundDevicePort
+
+    try:
+        return SoundDevicePort(), None
+    except sounddevice.PortAudioError as error:
+        return None, f"the sound device {device['name']!r} cannot play: {error}"
+
+
+def open_output(destination: str, port_name: str | None, output: Path):
+    """The port to play on for ``--to destination`` (None: write ``output``), printing a line for each
+    fallback; an explicitly chosen destination that is unavailable is a :class:`CommandError`."""
+    if port_name is not None and destination not in ("auto", "midi"):
+        raise CommandError(f"--port names a MIDI output; it does not go with --to {destination}")
+    if destination in ("auto", "midi"):
+        port, why_not = midi_output(port_name)
+        if port is not None:
+            return port
+        if destination == "midi":
+            raise CommandError(f"--to midi: {why_not}")
+        print(f"{why_not}: trying the sound device", flush=True)
+    if destination in ("auto", "audio"):
+        port, why_not = sound_output()
+        if port is not None:
+            print(f"playing on the sound device: {port.description}", flush=True)
+            return port
+        if destination == "audio":
+            raise CommandError(f"--to audio: {why_not}")
+        print(f"{why_not}: writing the stream to {output} as it goes", flush=True)
+    else:
+        print(f"writing the stream to {output} as it goes", flush=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return None
+
+
 def play_command(args: argparse.Namespace) -> int:
     from piano_gpt.common import pick_device
     from piano_gpt.generation import ContinuationStream, GenerationConfig
@@ -68,23 +125,9 @@ def play_command(args: argparse.Namespace) -> int:
     prompt = read_notes(args.prompt) if args.prompt else None
     if prompt is not None and args.prompt_notes:
         prompt = prompt.iloc[: args.prompt_notes].reset_index(drop=True)
-    model, tokenizer, _ = load_checkpoint(args.checkpoint, device=pick_device("auto"))
-    config = GenerationConfig(
-        seed=args.seed,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        max_new_tokens=1_000_000,
-        max_duration=args.duration,
-    )
-    continuation = ContinuationStream(model, tokenizer, prompt, config, composer=args.composer)
-    port, why_not = midi_output(args.port)
     output = Path(args.output)
-    prompt_end = float(continuation.prompt["end"].max()) if len(continuation.prompt) else 0.0
-    player = Player(port, music_origin=prompt_end) if port is not None else None
-    if port is None:
-        print(f"{why_not}: writing the stream to {output} as it goes", flush=True)
-        output.parent.mkdir(parents=True, exist_ok=True)
+    port = open_output(args.to, args.port, output)
+    player = None
     so_far, written = [], time.monotonic()
 
     def write() -> None:
@@ -94,6 +137,18 @@ def play_command(args: argparse.Namespace) -> int:
 
     interrupted = False
     try:
+        model, tokenizer, _ = load_checkpoint(args.checkpoint, device=pick_device("auto"))
+        config = GenerationConfig(
+            seed=args.seed,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            max_new_tokens=1_000_000,
+            max_duration=args.duration,
+        )
+        continuation = ContinuationStream(model, tokenizer, prompt, config, composer=args.composer)
+        prompt_end = float(continuation.prompt["end"].max()) if len(continuation.prompt) else 0.0
+        player = Player(port, music_origin=prompt_end) if port is not None else None
         for streamed in continuation:
             so_far += streamed.rows
             if player is not None:
@@ -108,11 +163,13 @@ def play_command(args: argparse.Namespace) -> int:
     finally:
         if player is not None:
             player.stop()
+        if port is not None:
             port.close()
     if port is None:
         write()
-    if player is not None:
-        done = f"played {player.played} notes ({player.late} came late)"
+    if port is not None:
+        played, late = (player.played, player.late) if player is not None else (0, 0)
+        done = f"played {played} notes ({late} came late)"
     else:
         done = f"wrote {len(so_far)} notes to {output}"
     print(f"interrupted (Ctrl-C): {done}" if interrupted else done)
