@@ -250,7 +250,7 @@ def test_sampler_filters():
 
     def draws(config, n=400, mask=allowed):
         sampler = Sampler(config, [0], mask)
-        return {int(sampler(logits)) for _ in range(n)}
+        return {int(sampler(logits)[0]) for _ in range(n)}
 
     assert draws(SamplingConfig(temperature=0)) == {0}
     assert draws(SamplingConfig(top_k=1)) == {0}
@@ -265,7 +265,7 @@ def test_sampler_filters():
 def test_sampler_draws_the_distribution():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     sampler = Sampler(SamplingConfig(), [123], torch.ones(4, dtype=torch.bool))
-    counts = np.bincount([int(sampler(probs.log()[None])) for _ in range(4000)], minlength=4)
+    counts = np.bincount([int(sampler(probs.log()[None])[0]) for _ in range(4000)], minlength=4)
     np.testing.assert_allclose(counts / 4000, probs.numpy(), atol=0.03)
 
 

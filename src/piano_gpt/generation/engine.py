@@ -308,49 +308,49 @@ def sample_steps(
             )
         return torch.stack([carried_window(row, n_prefix, keep, tokenizer) for row in history])
 
-    def prime(window: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def prime(window: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, np.ndarray]:
         time = window_time(window, tables.time_units, tables.genai_id)
         logits = runner.prefill(window, time.clamp(max=max_time - 1), batch_size)
-        return logits, time[:, -1].expand(B).clone()
+        return logits, np.broadcast_to(time[:, -1].cpu().numpy(), B).copy()
 
+    # The loop's own bookkeeping (clock, counters, stops) is numpy on the host: a step's tokens are
+    # read there anyway (grammar, stream), and a torch op per counter costs more than the counting.
+    time_units = tables.time_units.cpu().numpy()
+    note_counts = tables.note_counts.cpu().numpy()
     # CPU threads by the load (a GPU generation keeps torch's count for its few host ops).
     threads = ThreadChoice(config.threads if device.type == "cpu" else torch.get_num_threads())
     try:
         logits, time_now = prime(window_of(prompt[None]), B if B > 1 else None)
 
-        out = torch.zeros(B, config.max_new_tokens, dtype=torch.long, device=device)
+        out = np.zeros((B, config.max_new_tokens), np.int64)
         lengths = [config.max_new_tokens] * B
         reasons = [STOP_MAX_NEW_TOKENS] * B
-        active = torch.ones(B, dtype=torch.bool, device=device)
         check_eogenai = is_task and tables.eogenai_id is not None
-        notes = torch.zeros(B, dtype=torch.long, device=device) if config.max_notes is not None else None
-        elapsed = torch.zeros(B, dtype=torch.long, device=device) if config.max_duration is not None else None
+        notes = np.zeros(B, np.int64) if config.max_notes is not None else None
+        elapsed = np.zeros(B, np.int64) if config.max_duration is not None else None
         max_units = math.floor(config.max_duration / tokenizer.time_unit + 1e-6) if elapsed is not None else 0
         steps = config.max_new_tokens
-        running = np.ones(B, bool)  # rows still generating, as ``active`` (on the host)
+        running = np.ones(B, bool)  # rows still generating
         for step in range(steps):
-            token = sampler(logits, grammar.allowed() if grammar is not None else None)
-            out[:, step] = token
-            drawn = token.cpu().numpy()
+            drawn = sampler(logits, grammar.allowed() if grammar is not None else None)
+            out[:, step] = drawn
             if grammar is not None:
                 grammar.advance(drawn)
             if check_eogenai or notes is not None or elapsed is not None:
                 hits = {}
                 if check_eogenai:
-                    hits[STOP_EOGENAI] = token == tables.eogenai_id
+                    hits[STOP_EOGENAI] = drawn == tables.eogenai_id
                 if notes is not None:
-                    notes += tables.note_counts[token]
+                    notes += note_counts[drawn]
                     hits[STOP_MAX_NOTES] = notes > config.max_notes
                 if elapsed is not None:
-                    elapsed += tables.time_units[token]
+                    elapsed += time_units[drawn]
                     hits[STOP_MAX_DURATION] = elapsed > max_units
-                stopped = torch.stack(list(hits.values())).any(dim=0) & active
-                if bool(stopped.any()):
-                    for row in stopped.nonzero().flatten().tolist():
-                        lengths[row] = step
-                        reasons[row] = next(name for name, hit in hits.items() if bool(hit[row]))
-                        running[row] = False
-                    active &= ~stopped
+                stopped = np.any(list(hits.values()), axis=0) & running
+                for row in np.flatnonzero(stopped).tolist():
+                    lengths[row] = step
+                    reasons[row] = next(name for name, hit in hits.items() if hit[row])
+                    running[row] = False
             yield np.where(running, drawn, -1)
             if not running.any():
                 break
@@ -358,19 +358,22 @@ def sample_steps(
                 break
             if runner.length >= block:
                 if is_task:
-                    for row in active.nonzero().flatten().tolist():
+                    for row in np.flatnonzero(running).tolist():
                         lengths[row], reasons[row] = step + 1, STOP_CONTEXT
                     break
-                history = torch.cat([prompt[None].expand(B, -1), out[:, : step + 1]], dim=1)
+                so_far = torch.as_tensor(out[:, : step + 1], device=device)
+                history = torch.cat([prompt[None].expand(B, -1), so_far], dim=1)
                 logits, time_now = prime(window_of(history), None)
             else:
-                time_now = time_now + tables.time_units[token]
+                time_now += time_units[drawn]
                 threads.current()  # re-chosen from the load every CHECK_SECONDS
-                logits = runner.step(token, time_now.clamp(max=max_time - 1))
+                logits = runner.step(
+                    torch.as_tensor(drawn, device=device),
+                    torch.as_tensor(np.minimum(time_now, max_time - 1), device=device),
+                )
     finally:
         threads.restore()
 
-    out = out.cpu().numpy()
     return [
         TokenSample(out[row, : lengths[row]].copy(), seed, reasons[row])
         for row, seed in enumerate(config.seeds)

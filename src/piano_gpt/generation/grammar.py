@@ -50,7 +50,6 @@ class NoteGrammar:
         if problem:
             raise ValueError(problem)
         size = tokenizer.vocab_size
-        self.device = allowed.device
         self.on_ids = np.asarray(tokenizer.note_on_ids)
         self.off_ids = np.asarray(tokenizer.note_off_ids)
         self.time_ids = np.asarray(tokenizer.time_ids)
@@ -103,8 +102,8 @@ class NoteGrammar:
         self.sounding[rows[ended], off[ended]] = False
         self.pending_velocity = self.is_velocity[tokens]
 
-    def allowed(self) -> torch.Tensor:
-        """``(B, V)`` bool mask of the ids each row may draw next."""
+    def allowed(self) -> np.ndarray:
+        """``(B, V)`` bool mask of the ids each row may draw next (on the host, as the sampler wants it)."""
         mask = self.mask
         for row in range(len(self.clock)):
             sounding = self.sounding[row]
@@ -124,7 +123,7 @@ class NoteGrammar:
                     mask[row, self.off_ids[sounding][held >= self.limit]] = True
                     continue
                 mask[row, self.time_ids[self.time_sizes > room]] = False
-        return torch.from_numpy(mask).to(self.device)
+        return mask
 
 
 def sounding_note_starts(tokenizer: MidiTokenizer, ids: np.ndarray) -> np.ndarray:

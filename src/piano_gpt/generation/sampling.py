@@ -1,15 +1,20 @@
 """Sampling one token per row from logits: temperature, top-k, top-p, min-p, one RNG per row.
 
-Each row (sample) has its own ``torch.Generator`` seeded with that sample's seed, and draws through
+Each row (sample) has its own numpy ``Generator`` seeded with that sample's seed, and draws through
 the exponential race (``argmax(p / E)``, ``E ~ Exp(1)`` i.i.d., picks ``i`` with probability
 ``p_i / sum(p)``), so a sample depends only on its own seed, not on which other samples share its
 batch. Filters are applied in this order: the mask of allowed ids, temperature, top-k, top-p, min-p.
+
+The filters run on the host in numpy, whatever the model's device: one step's logits are a few
+thousand numbers, where each torch op costs more in dispatch than in arithmetic (a generation reads
+every step's tokens on the host anyway, for the grammar and the stopping rules).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from piano_gpt.generation.conditioning import GenerationError
@@ -44,50 +49,55 @@ class Sampler:
 
     def __init__(self, config: SamplingConfig, seeds: list[int], allowed: torch.Tensor):
         self.config = config
-        device = allowed.device
-        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
-        self.bias = torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, float("-inf"))
-        self.noise = torch.empty(len(seeds), allowed.size(-1), device=device)
+        self.generators = [np.random.default_rng(int(seed)) for seed in seeds]
+        self.allowed = _host_mask(allowed)
+        self.noise = np.empty((len(seeds), self.allowed.shape[-1]), np.float32)
         top_k = config.top_k or 0
-        self.top_k = top_k if 0 < top_k < int(allowed.sum()) else 0
+        self.top_k = top_k if 0 < top_k < int(self.allowed.sum()) else 0
 
-    def __call__(self, logits: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
-        """One id per row; ``allowed`` (``(B, V)`` bool), when given, narrows the ids further this step."""
+    def __call__(
+        self, logits: torch.Tensor, allowed: np.ndarray | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One id per row, on the logits' device; ``allowed`` (``(B, V)`` bool), when given, narrows the
+        ids further this step."""
         config = self.config
-        logits = logits.float() + self.bias
-        if allowed is not None:
-            logits = logits.masked_fill(~allowed[: logits.size(0)], float("-inf"))
+        scores = logits.detach().float().cpu().numpy()
+        B = scores.shape[0]
         # A nan logit (a broken model) is no probability: argmax would otherwise pick it, masked or not.
-        logits = logits.masked_fill(logits.isnan(), float("-inf"))
-        possible = logits > float("-inf")
-        if config.temperature == 0:
-            return self._only_possible(logits, possible)
-        if config.temperature != 1:
-            logits = logits / config.temperature
-        if self.top_k:
-            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        if config.top_p < 1:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            # Keep the smallest set of most likely ids whose mass reaches top_p.
-            drop = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= config.top_p
-            probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-        if config.min_p > 0:
-            floor = probs.amax(dim=-1, keepdim=True) * config.min_p
-            probs = probs.masked_fill(probs < floor, 0.0)
-        noise = self.noise[: probs.size(0)]
-        for row, generator in enumerate(self.generators[: probs.size(0)]):
-            noise[row].exponential_(generator=generator)
-        noise.clamp_(min=torch.finfo(noise.dtype).tiny)  # a zero draw over a masked id would be 0/0
-        return self._only_possible((probs / noise).nan_to_num(nan=-1.0), possible)
-
-    @staticmethod
-    def _only_possible(scores: torch.Tensor, possible: torch.Tensor) -> torch.Tensor:
-        """The best-scoring id of each row among the possible (allowed, finite-logit) ones; never a
-        masked id. A row with none (every logit nan or masked) is an error, not a silent id 0."""
-        if not possible.any(dim=-1).all():
+        possible = self.allowed & (scores > -np.inf)  # nan compares false
+        if allowed is not None:
+            possible &= _host_mask(allowed)[:B]
+        if not possible.any(axis=-1).all():
             raise GenerationError(
                 "no allowed token has a finite logit (the model's output is nan or all masked)"
             )
-        return scores.masked_fill(~possible, float("-inf")).argmax(dim=-1)
+        scores = np.where(possible, scores, np.float32(-np.inf))
+        if config.temperature == 0:
+            return scores.argmax(axis=-1)
+        if config.temperature != 1:
+            scores = scores / np.float32(config.temperature)
+        if self.top_k:
+            kth = np.partition(scores, -self.top_k, axis=-1)[:, -self.top_k, None]
+            scores = np.where(scores < kth, np.float32(-np.inf), scores)
+        probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        if config.top_p < 1:
+            order = np.argsort(-probs, axis=-1, kind="stable")
+            sorted_probs = np.take_along_axis(probs, order, axis=-1)
+            # Keep the smallest set of most likely ids whose mass reaches top_p.
+            drop = (sorted_probs.cumsum(axis=-1) - sorted_probs) >= config.top_p
+            np.put_along_axis(probs, order, np.where(drop, np.float32(0), sorted_probs), axis=-1)
+        if config.min_p > 0:
+            floor = probs.max(axis=-1, keepdims=True) * np.float32(config.min_p)
+            probs = np.where(probs < floor, np.float32(0), probs)
+        noise = self.noise[:B]
+        for row, generator in enumerate(self.generators[:B]):
+            generator.standard_exponential(dtype=np.float32, out=noise[row])
+        # A zero draw would make 0/0 of an id filtered out above.
+        race = probs / np.maximum(noise, np.finfo(np.float32).tiny)
+        # Never a masked id, even where every kept probability underflowed to 0.
+        return np.where(possible, race, np.float32(-1)).argmax(axis=-1)
+
+
+def _host_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    return mask.cpu().numpy().astype(bool) if torch.is_tensor(mask) else np.asarray(mask, bool)
