@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,16 +73,21 @@ def test_resume_is_exact(tmp_path):
             "run_name=half",
         )
     )
+    # The run folder moved (copied to another disk, another machine): it resumes where it lies now.
+    moved = tmp_path / "elsewhere" / "half"
+    shutil.copytree(half, moved)
     # Resume through the real command line: the saved config, max_iters overridden.
     subprocess.run(
         [
             sys.executable, "-m", "piano_gpt.train", "--config-name=resume_training",
-            f"checkpoint_path={half / 'half-last'}", "optimizer.max_iters=6",
+            f"checkpoint_path={moved / 'half-last'}", "optimizer.max_iters=6",
         ],
         check=True,
         cwd=REPO,
         capture_output=True,
     )  # fmt: skip
+    assert [r["iter"] for r in log_rows(half)][-1] == 3  # the original folder is left as it was
+    half = moved
     strip = [
         {k: v for k, v in r.items() if k in ("iter", "train_loss", "val_loss", "lr")} for r in log_rows(full)
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -22,6 +23,11 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
         )
     path = str(find_checkpoint(cfg.checkpoint_path, prefer="last"))  # a run folder: its -last
     saved = OmegaConf.create(read_checkpoint_config(path, verify=True).run)
+    run_folder = Path(path).parent
+    if run_folder.name == saved.get("run_name"):
+        # The run goes on where its checkpoint lies now (a run folder copied or moved elsewhere
+        # resumes there), not in the folder it was first written to.
+        saved.out_dir = str(run_folder.parent)
     keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
     for key in keys:
         value = OmegaConf.select(cfg, key)
