@@ -18,7 +18,8 @@ with top-k 50 on both sides. Timings cover the whole call (prompt processing inc
 with its compiled step (``generation.native``); also timed: FastRunner's PyTorch step
 (``PIANO_GPT_NATIVE=0``) and our reference path (``fast=False``: ``GPT.forward`` + ``model.KVCache``).
 ``--threads``: torch threads for both sides (default: torch's). ``--bf16``: extra rows with both
-models in bfloat16 (ours then takes the PyTorch step: the compiled one is float32 only).
+models in bfloat16 (ours: the compiled step reading bfloat16 matrices, float32 arithmetic); with
+``--roofline`` and ``--stream``, our bfloat16 model is timed beside the float32 one.
 ``--long``: one 3-minute continuation (``max_duration=180``) with the same 1024-token model, sliding
 past its context. ``--onnx``: one more peer, ONNX Runtime running our model's prefill and decode step
 as ONNX graphs with an explicit KV cache (``bench/onnx_peer.py``; same weights, sampled in numpy with
@@ -263,6 +264,12 @@ def time_stream(ours, tokenizer, notes, repeats: int) -> None:
     )
 
 
+def bfloat16_copy(model: GPT) -> GPT:
+    copy = GPT(model.config).eval()
+    copy.load_state_dict(model.state_dict())
+    return copy.to(torch.bfloat16)
+
+
 def read_bandwidth(threads: int, megabytes: int = 512) -> float:
     """Bytes a second ``threads`` threads read from memory: a sum over an array far past the caches."""
     saved = torch.get_num_threads()
@@ -283,27 +290,31 @@ def read_bandwidth(threads: int, megabytes: int = 512) -> float:
 def step_bytes(model: GPT, positions: range) -> float:
     """Bytes the decoding steps at ``positions`` must read at least: every weight but the position and
     music-time tables (a row each; the token table is read whole as the tied output head), plus the
-    keys and values of every position already cached, all float32."""
+    keys and values (float32) of every position already cached; the weights in the model's dtype."""
     config = model.config
-    weights = model.num_parameters(non_embedding=True) * 4
+    weights = sum(
+        p.numel() * p.element_size()
+        for name, p in model.named_parameters()
+        if not name.endswith(("wpe.weight", "wtime.weight"))
+    )
     cached = sum(positions) * 2 * config.n_layer * config.n_embd * 4
     return weights * len(positions) + cached
 
 
-def roofline(ours, tokenizer, prompt, repeats: int, onnx=None) -> None:
+def roofline(ours, tokenizer, prompt, repeats: int, onnx=None, ours16=None) -> None:
     """Seconds a bare batch-1 decoding step takes, ours and ORT's, against the memory roofline."""
     threads = torch.get_num_threads()
     positions = range(len(prompt), len(prompt) + NEW_TOKENS)
     bandwidth = read_bandwidth(threads)
-    need = step_bytes(ours, positions)
+    need = {"ours": step_bytes(ours, positions), "ONNX Runtime": step_bytes(ours, positions)}
     ids = torch.tensor([prompt])
     times = torch.zeros_like(ids)
     token, time_step = torch.tensor([int(prompt[-1])]), torch.zeros(1, dtype=torch.long)
 
-    def time_ours_steps() -> float:
+    def time_ours_steps(model=ours) -> float:
         os.environ["PIANO_GPT_NATIVE"] = "1"
         try:
-            runner = runner_for(ours, 1)
+            runner = runner_for(model, 1)
             with torch.inference_mode():
                 runner.prefill(ids, times)
                 start = time.perf_counter()
@@ -322,29 +333,32 @@ def roofline(ours, tokenizer, prompt, repeats: int, onnx=None) -> None:
             _, cache = onnx.step(tokens, zeros, cache, position)
         return time.perf_counter() - start
 
-    kinds = {"ours (compiled step)": time_ours_steps}
+    kinds = {"ours": time_ours_steps}
     if onnx is not None:
         kinds["ONNX Runtime"] = time_onnx_steps
+    if ours16 is not None:
+        kinds["ours, bfloat16 model"] = lambda: time_ours_steps(ours16)
+        need["ours, bfloat16 model"] = step_bytes(ours16, positions)
     spent = {name: [] for name in kinds}
     for _ in range(repeats):
         for name, timed in kinds.items():
             spent[name].append(timed())
     print(
         f"\nroofline, batch 1, {threads} thread(s), positions {positions.start}-{positions.stop - 1}: "
-        f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s (torch.sum over 512 MB); the steps must read "
-        f"{need / len(positions) / 1e6:.1f} MB each on average"
+        f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s (torch.sum over 512 MB)"
     )
-    print("| step | ms a step (median) | GB/s read | share of the bandwidth |")
-    print("|---|---|---|---|")
+    print("| step | ms a step (median) | MB a step must read | GB/s read | share of the bandwidth |")
+    print("|---|---|---|---|---|")
     for name, values in spent.items():
         seconds = statistics.median(values)
         print(
-            f"| {name} | {seconds / len(positions) * 1e3:.3f} | {need / seconds / 1e9:.1f} | "
-            f"{need / seconds / bandwidth:.0%} |"
+            f"| {name} | {seconds / len(positions) * 1e3:.3f} | {need[name] / len(positions) / 1e6:.1f} | "
+            f"{need[name] / seconds / 1e9:.1f} | {need[name] / seconds / bandwidth:.0%} |"
         )
-    if onnx is not None:
-        ratio = statistics.median(spent["ONNX Runtime"]) / statistics.median(spent["ours (compiled step)"])
-        print(f"ours / ONNX Runtime, bare steps: x{ratio:.2f}")
+    for name in spent:
+        if name != "ONNX Runtime" and "ONNX Runtime" in spent:
+            ratio = statistics.median(spent["ONNX Runtime"]) / statistics.median(spent[name])
+            print(f"{name} / ONNX Runtime, bare steps: x{ratio:.2f}")
 
 
 def onnx_peer(ours, tokenizer, prompt):
@@ -422,16 +436,19 @@ def run(args) -> None:
     for batch in (1, 2):
         time_ours(ours, tokenizer, prompt, batch, 16)
         time_ours(ours, tokenizer, prompt, batch, 16, compiled=False)
+    ours16 = bfloat16_copy(ours) if args.bf16 else None
     if args.roofline:
-        roofline(
-            ours, tokenizer, prompt, args.repeats, onnx_peer(ours, tokenizer, prompt) if args.onnx else None
-        )
+        onnx = onnx_peer(ours, tokenizer, prompt) if args.onnx else None
+        roofline(ours, tokenizer, prompt, args.repeats, onnx, ours16)
         return
     if args.sweep or args.stream:
         if args.sweep:
             thread_sweep(ours, tokenizer, prompt, args.repeats)
         if args.stream:
             time_stream(ours, tokenizer, notes, args.repeats)
+            if ours16 is not None:
+                print("\nthe same model in bfloat16 (the compiled step on its bfloat16 matrices):")
+                time_stream(ours16, tokenizer, notes, args.repeats)
         load_after = os.getloadavg()
         print(f"\nload average before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
         return
@@ -458,9 +475,7 @@ def run(args) -> None:
             flush=True,
         )
     if args.bf16:
-        hf16, ours16 = hf_model(tokenizer.vocab_size).to(torch.bfloat16), GPT(ours.config).eval()
-        ours16.load_state_dict(ours.state_dict())
-        ours16 = ours16.to(torch.bfloat16)
+        hf16 = hf_model(tokenizer.vocab_size).to(torch.bfloat16)
         time_hf(hf16, prompt, 1, 16)
         time_ours(ours16, tokenizer, prompt, 1, 16)
         for batch in args.batches:

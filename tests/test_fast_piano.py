@@ -165,3 +165,43 @@ def test_piano_sampling_through_window_slides_equals_the_reference(use_native, m
         assert (used[-2].native is not None) == use_native
         assert [s.ids.tolist() for s in fast] == [s.ids.tolist() for s in reference]
         assert all(len(s.ids) == 120 for s in fast)  # past the 48-token window: it slid
+
+
+def bfloat16_and_rounded(model: GPT) -> tuple[GPT, GPT]:
+    """``model`` in bfloat16, and a float32 copy holding the same bfloat16-rounded weights."""
+    low = GPT(model.config).eval()
+    low.load_state_dict(model.state_dict())
+    low = low.to(torch.bfloat16)
+    rounded = GPT(model.config).eval()
+    rounded.load_state_dict({name: value.float() for name, value in low.state_dict().items()})
+    return low, rounded
+
+
+@needs_native
+@pytest.mark.parametrize("batch, shared", [(1, False), (3, True)])
+@pytest.mark.parametrize("switches", SWITCHES.values(), ids=SWITCHES.keys())
+def test_a_bfloat16_model_steps_as_float32_on_its_rounded_weights(switches, batch, shared):
+    """The compiled step reads a bfloat16 model's matrices as they are (half the bytes) and computes
+    in float32: the logits of the float32 step on the same rounded weights. Without q/k norms the
+    attention scale is folded into the query weights before they are rounded, hence a looser bound."""
+    low, rounded = bfloat16_and_rounded(random_model(switches))
+    ids, times = inputs(batch, BLOCK + 16, seed=batch)
+    prompt_length = 21
+    if shared:
+        ids[:, :prompt_length], times[:, :prompt_length] = ids[0, :prompt_length], times[0, :prompt_length]
+    with torch.inference_mode():
+        runner = FastRunner(low, batch, native=True)
+        assert runner.bf16_matrices and runner.layers[0].qkv.dtype == torch.bfloat16
+        ours = decode(runner, ids, times, prompt_length, batch if shared else None)
+        expected = decode(
+            FastRunner(rounded, batch, native=True), ids, times, prompt_length, batch if shared else None
+        )
+        plain = decode(
+            FastRunner(low, batch, native=False), ids, times, prompt_length, batch if shared else None
+        )
+    atol = LOGITS_ATOL if switches.get("qk_norm") else 2e-2
+    for step, (a, b) in enumerate(zip(ours, expected, strict=True)):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m, step=step: f"call {step}: {m}")
+    worst = max((a - b.float()).abs().max().item() for a, b in zip(ours, plain))
+    assert 1e-3 < worst < 0.5  # bfloat16 arithmetic (the PyTorch step) differs more, yet is the same model

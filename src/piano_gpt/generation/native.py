@@ -1,4 +1,4 @@
-"""A compiled decoding step for :class:`~piano_gpt.generation.runner.FastRunner` (CPU, float32).
+"""A compiled decoding step for :class:`~piano_gpt.generation.runner.FastRunner` (CPU, float32 arithmetic).
 
 A decoding step of a small model on a CPU is bound by memory traffic and per-op overhead: through
 PyTorch a step is ~150 small ops, each with its dispatch cost, and BLAS reaches well under the
@@ -8,7 +8,10 @@ rotary positions, attention over the KV cache, GELU or SwiGLU and residual adds,
 the output head) as one C function, run in one OpenMP parallel
 region, called once per token through ``ctypes``. It computes the same function as the runner's
 PyTorch step, in float32, reading the same weights, caches and shared-prompt cache (the prompt is
-still processed by PyTorch), so the two agree to float rounding.
+still processed by PyTorch), so the two agree to float rounding. A bfloat16 model keeps its weight
+matrices in bfloat16 for the step (each row widened to float32 as it is read: half the bytes from
+memory, which bounds a batch-1 step) and its other tensors widened to float32 once, so it computes
+what the float32 step computes on the bfloat16-rounded weights.
 
 The C source (``native_step.c``, beside this module) is compiled on first use with the system C compiler
 (``$CC``, else ``cc``; ``-O3 -march=native -fopenmp``) into a per-user cache directory
@@ -56,11 +59,14 @@ class Layer(ctypes.Structure):
     ]  # fmt: skip
 
 
+MATRICES = ("qkv", "proj", "fc", "fc2")  # a layer's weight matrices (bfloat16 in a bfloat16 model)
+
+
 class Model(ctypes.Structure):
     _fields_ = [
         *[(name, ctypes.c_int64) for name in
           ("n_layer", "n_head", "n_embd", "n_ff", "vocab", "capacity", "max_time", "batch",
-           "rmsnorm", "swiglu")],
+           "rmsnorm", "swiglu", "bf16")],
         ("eps", ctypes.c_float),
         ("qk_eps", ctypes.c_float),
         *[(name, ctypes.c_void_p) for name in
@@ -214,7 +220,7 @@ def untile_keys(tiles: torch.Tensor, length: int) -> torch.Tensor:
 class NativeStep:
     """The compiled step bound to one runner's weights, caches and scratch buffers.
 
-    ``runner`` is a :class:`~piano_gpt.generation.runner.FastRunner` on the CPU in float32; its
+    ``runner`` is a :class:`~piano_gpt.generation.runner.FastRunner` on the CPU (float32 arithmetic); its
     tensors must stay alive and in place (they are: the runner owns them for its lifetime).
     """
 
@@ -231,18 +237,22 @@ class NativeStep:
             scores=zeros(B, H, tiled_length(runner.capacity) + 32),
         )  # fmt: skip
         self.keep = []  # every tensor a pointer is taken of
+        self.matrix_dtype = torch.bfloat16 if runner.bf16_matrices else torch.float32
         self.layers = (Layer * len(runner.layers))()
         for i, layer in enumerate(runner.layers):
             for name, _ in Layer._fields_:
-                setattr(self.layers[i], name, self._hold(getattr(layer, name)))
+                tensor = getattr(layer, name)
+                setattr(self.layers[i], name, self._hold(tensor, matrix=name in MATRICES))
         self.model = Model(
             n_layer=len(runner.layers), n_head=H, n_embd=C, n_ff=n_ff, vocab=runner.head.size(0),
             capacity=runner.capacity, max_time=runner.max_time, batch=B,
-            rmsnorm=int(runner.rmsnorm), swiglu=int(runner.swiglu), eps=runner.eps, qk_eps=runner.qk_eps,
+            rmsnorm=int(runner.rmsnorm), swiglu=int(runner.swiglu), bf16=int(runner.bf16_matrices),
+            eps=runner.eps, qk_eps=runner.qk_eps,
             wte=self._hold(runner.wte), wpe=self._hold(runner.wpe), wtime=self._hold(runner.wtime),
             rope_cos=self._hold(runner.rope[0] if runner.rope else None),
             rope_sin=self._hold(runner.rope[1] if runner.rope else None),
-            lnf_w=self._hold(runner.lnf_w), lnf_b=self._hold(runner.lnf_b), head=self._hold(runner.head),
+            lnf_w=self._hold(runner.lnf_w), lnf_b=self._hold(runner.lnf_b),
+            head=self._hold(runner.head, matrix=True),
             layers=ctypes.cast(self.layers, ctypes.c_void_p),
             keys=self._hold(runner.keys, True), values=self._hold(runner.values, True),
             shared_keys=self._hold(runner.shared_keys, True),
@@ -252,13 +262,15 @@ class NativeStep:
         self.model_ref = ctypes.byref(self.model)
         self.vocab = runner.head.size(0)
 
-    def _hold(self, tensor: torch.Tensor | None, in_place: bool = False) -> int | None:
+    def _hold(self, tensor: torch.Tensor | None, in_place: bool = False, matrix: bool = False) -> int | None:
         """The address of ``tensor``'s data, kept alive; a weight may be copied to contiguous memory,
-        a cache or buffer (``in_place``) is used where it lies."""
+        a cache or buffer (``in_place``) is used where it lies. Weight matrices (``matrix``) are float32
+        or, for a bfloat16 model, bfloat16; everything else is float32."""
         if tensor is None:
             return None
-        if tensor.dtype != torch.float32 or tensor.device.type != "cpu":
-            raise ValueError("the native step takes float32 CPU tensors")
+        dtype = self.matrix_dtype if matrix else torch.float32
+        if tensor.dtype != dtype or tensor.device.type != "cpu":
+            raise ValueError(f"the native step takes {dtype} CPU tensors here, not {tensor.dtype}")
         if not tensor.is_contiguous():
             if in_place:
                 raise ValueError("the native step writes caches in place: they must be contiguous")

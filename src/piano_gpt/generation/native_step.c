@@ -3,8 +3,15 @@
 #include <string.h>
 
 typedef struct {
-    const float *ln1_w, *ln1_b, *qkv, *qkv_b, *proj, *proj_b;
-    const float *ln2_w, *ln2_b, *fc, *fc_b, *fc2, *fc2_b;
+    const float *ln1_w, *ln1_b;
+    const void *qkv; /* the matrices: float32 or bfloat16 (pg_model.bf16) */
+    const float *qkv_b;
+    const void *proj;
+    const float *proj_b, *ln2_w, *ln2_b;
+    const void *fc;
+    const float *fc_b;
+    const void *fc2;
+    const float *fc2_b;
     const float *q_norm_w, *k_norm_w; /* NULL without q/k norms */
 } pg_layer;
 
@@ -12,9 +19,13 @@ typedef struct {
    n_ff rows each), q/k norms (the layers' q_norm_w), rotary positions (rope_cos/rope_sin, each
    (capacity, head_dim / 2), instead of the learned table wpe, which is then NULL). */
 typedef struct {
-    int64_t n_layer, n_head, n_embd, n_ff, vocab, capacity, max_time, batch, rmsnorm, swiglu;
+    /* bf16: the weight matrices (qkv, proj, fc, fc2, head) are bfloat16, read as the upper halves of
+       float32 numbers; everything else is float32 either way */
+    int64_t n_layer, n_head, n_embd, n_ff, vocab, capacity, max_time, batch, rmsnorm, swiglu, bf16;
     float eps, qk_eps;
-    const float *wte, *wpe, *wtime, *lnf_w, *lnf_b, *head, *rope_cos, *rope_sin;
+    const float *wte, *wpe, *wtime, *lnf_w, *lnf_b;
+    const void *head;
+    const float *rope_cos, *rope_sin;
     const pg_layer *layers;
     /* keys (n_layer, batch, n_head, ceil(capacity / 16), head_dim, 16), values (..., capacity, head_dim);
        the shared prompt's the same without the batch dimension */
@@ -147,6 +158,29 @@ static inline float pg_dot1(const float *w, const float *x, int64_t K) {
 }
 #endif
 
+#define PG_MAX_K 16384 /* the longest matrix row a bfloat16 model may have */
+
+/* Row o of an (N, K) weight matrix as float32 numbers: where it lies for float32 weights; bfloat16
+   ones widened into `buffer` (half the bytes read from memory, which bounds a batch-1 step). */
+static inline const float *pg_row(const void *W, int64_t bf16, int64_t o, int64_t K, float *buffer) {
+    if (!bf16) return (const float *)W + o * K;
+    const uint16_t *w = (const uint16_t *)W + o * K;
+#if PG_SIMD
+    if (K % 16 == 0) {
+        for (int64_t i = 0; i < K; i += 16) {
+            __m256i half = _mm256_loadu_si256((const __m256i *)(w + i));
+            _mm512_storeu_si512(buffer + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+        }
+        return buffer;
+    }
+#endif
+    for (int64_t i = 0; i < K; i++) {
+        uint32_t bits = (uint32_t)w[i] << 16;
+        memcpy(buffer + i, &bits, sizeof bits);
+    }
+    return buffer;
+}
+
 /* sums[g] = w . x[g] for G <= 4 rows of x (K apart). */
 static inline void pg_rows(const float *w, const float *x, int64_t K, int64_t G, float *sums) {
 #if PG_SIMD
@@ -170,11 +204,12 @@ static inline void pg_rows(const float *w, const float *x, int64_t K, int64_t G,
 
 /* SwiGLU: y[r, o] = silu(gate) * up, gate = W[o] . x[r] + bias[o], up = W[N + o] . x[r] + bias[N + o],
    for outputs o < N; W is (2N, K). Work-shared over o: each output reads its two rows of W. */
-static void pg_linear_swiglu(const float *W, const float *bias, const float *x, float *y, int64_t N,
-                             int64_t K, int64_t R) {
+static void pg_linear_swiglu(const void *W, int64_t bf16, const float *bias, const float *x, float *y,
+                             int64_t N, int64_t K, int64_t R) {
+    float gate_row[bf16 ? K : 1], up_row[bf16 ? K : 1];
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < N; o++) {
-        const float *wg = W + o * K, *wu = W + (N + o) * K;
+        const float *wg = pg_row(W, bf16, o, K, gate_row), *wu = pg_row(W, bf16, N + o, K, up_row);
         for (int64_t r = 0; r < R; r += 4) {
             const int64_t G = R - r < 4 ? R - r : 4;
             float gate[4], up[4];
@@ -191,13 +226,14 @@ static void pg_linear_swiglu(const float *W, const float *bias, const float *x, 
 /* y[r, o] (=, +=, = gelu of) W[o] . x[r] + bias[o] for rows r < R, outputs o < N; W is (N, K).
    Work-shared over outputs (inside a parallel region): each thread streams one contiguous block of
    W, one row of W at a time, against every row of x. */
-static void pg_linear(const float *W, const float *bias, const float *x, float *y, int64_t N, int64_t K,
-                      int64_t R, int mode) {
+static void pg_linear(const void *W, int64_t bf16, const float *bias, const float *x, float *y, int64_t N,
+                      int64_t K, int64_t R, int mode) {
+    float row[bf16 ? K : 1];
 #if PG_SIMD
     if (K % 64 == 0) {
 #pragma omp for schedule(static)
         for (int64_t o = 0; o < N; o++) {
-            const float *w = W + o * K;
+            const float *w = pg_row(W, bf16, o, K, row);
             if (R == 1) {
                 pg_store(y, bias, o, N, 0, pg_dot1(w, x, K), mode);
                 continue;
@@ -219,7 +255,7 @@ static void pg_linear(const float *W, const float *bias, const float *x, float *
 #endif
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < N; o++) {
-        const float *w = W + o * K;
+        const float *w = pg_row(W, bf16, o, K, row);
         for (int64_t r = 0; r < R; r++) {
             const float *xr = x + r * K;
             float acc = 0.f;
@@ -341,6 +377,7 @@ int pg_step(const pg_model *m, const int64_t *tokens, const int64_t *time_steps,
             int64_t position, int64_t P, int threads, float *logits) {
     const int64_t C = m->n_embd, F = m->n_ff, V = m->vocab, H = m->n_head;
     if (B < 1 || B > m->batch || position < P || position >= m->capacity || C / H > 256) return 1;
+    if (m->bf16 && (C > PG_MAX_K || F > PG_MAX_K)) return 3;
     for (int64_t b = 0; b < B; b++)
         if (tokens[b] < 0 || tokens[b] >= V) return 2;
 #pragma omp parallel num_threads(threads)
@@ -366,20 +403,20 @@ int pg_step(const pg_model *m, const int64_t *tokens, const int64_t *time_steps,
             const pg_layer *L = m->layers + l;
 #pragma omp for schedule(static)
             for (int64_t b = 0; b < B; b++) pg_norm(m, m->x + b * C, m->h + b * C, L->ln1_w, L->ln1_b);
-            pg_linear(L->qkv, L->qkv_b, m->h, m->qkv, 3 * C, C, B, STORE);
+            pg_linear(L->qkv, m->bf16, L->qkv_b, m->h, m->qkv, 3 * C, C, B, STORE);
 #pragma omp for schedule(static) collapse(2)
             for (int64_t hd = 0; hd < H; hd++)
                 for (int64_t b = 0; b < B; b++) pg_attend(m, l, b, hd, position, P);
-            pg_linear(L->proj, L->proj_b, m->att, m->x, C, C, B, ADD);
+            pg_linear(L->proj, m->bf16, L->proj_b, m->att, m->x, C, C, B, ADD);
 #pragma omp for schedule(static)
             for (int64_t b = 0; b < B; b++) pg_norm(m, m->x + b * C, m->h + b * C, L->ln2_w, L->ln2_b);
-            if (m->swiglu) pg_linear_swiglu(L->fc, L->fc_b, m->h, m->ff, F, C, B);
-            else pg_linear(L->fc, L->fc_b, m->h, m->ff, F, C, B, GELU);
-            pg_linear(L->fc2, L->fc2_b, m->ff, m->x, C, F, B, ADD);
+            if (m->swiglu) pg_linear_swiglu(L->fc, m->bf16, L->fc_b, m->h, m->ff, F, C, B);
+            else pg_linear(L->fc, m->bf16, L->fc_b, m->h, m->ff, F, C, B, GELU);
+            pg_linear(L->fc2, m->bf16, L->fc2_b, m->ff, m->x, C, F, B, ADD);
         }
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < B; b++) pg_norm(m, m->x + b * C, m->h + b * C, m->lnf_w, m->lnf_b);
-        pg_linear(m->head, NULL, m->h, logits, V, C, B, STORE);
+        pg_linear(m->head, m->bf16, NULL, m->h, logits, V, C, B, STORE);
     }
     return 0;
 }

@@ -148,51 +148,8 @@ class FastRunner:
             )
         transformer = model.transformer
         parameter = next(model.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
-        self.n_embd, self.n_head = config.n_embd, config.n_head
+        self.device = parameter.device
         self.head_dim = config.n_embd // config.n_head
-        self.capacity = config.block_size
-        self.config = config
-        self.max_time = config.max_music_time
-        self.batch_size = batch_size
-        self.rows = max(batch_size, self.MIN_ROWS)
-        self.wte = transformer.wte.weight.detach()
-        self.wpe = None if config.rotary else transformer.wpe.weight.detach()
-        self.wtime = transformer.wtime.weight.detach() if config.music_time_embedding else None
-        self.rmsnorm, self.swiglu, self.qk_norm = (
-            config.norm == "rmsnorm",
-            config.mlp == "swiglu",
-            config.qk_norm,
-        )
-        # Rotary angles of every position the cache holds, as GPT.forward computes them.
-        self.rope = None
-        if config.rotary:  # in the model's dtype, as apply_rotary uses them
-            self.rope = tuple(
-                t.to(self.dtype) for t in rotary_tables(config, 0, config.block_size, self.device)
-            )
-        self.lnf_w, self.lnf_b = _weights(transformer.ln_f)
-        self.head = model.lm_head.weight.detach()
-        # The attention scale 1/sqrt(head_dim) is folded into the queries: into their norm's gain where
-        # there is one (a norm undoes any scale before it), else into the query weights.
-        query_scale = 1.0 / math.sqrt(self.head_dim)
-        scale = torch.ones(3 * config.n_embd, device=self.device, dtype=self.dtype)
-        if not config.qk_norm:
-            scale[: config.n_embd] = query_scale
-        self.layers = []
-        for block in transformer.h:
-            layer = _Layer()
-            layer.ln1_w, layer.ln1_b = _weights(block.ln_1)
-            layer.ln2_w, layer.ln2_b = _weights(block.ln_2)
-            qkv, qkv_b = _weights(block.attn.c_attn)
-            layer.qkv = qkv * scale[:, None]
-            layer.qkv_b = None if qkv_b is None else qkv_b * scale
-            layer.proj, layer.proj_b = _weights(block.attn.c_proj)
-            layer.fc, layer.fc_b = _weights(block.mlp.c_fc)
-            layer.fc2, layer.fc2_b = _weights(block.mlp.c_proj)
-            layer.q_norm_w = block.attn.q_norm.weight.detach() * query_scale if config.qk_norm else None
-            layer.k_norm_w = block.attn.k_norm.weight.detach() if config.qk_norm else None
-            layer.qk_norm_w = torch.stack([layer.q_norm_w, layer.k_norm_w]) if config.qk_norm else None
-            self.layers.append(layer)
         norms = [transformer.ln_f, *(n for block in transformer.h for n in (block.ln_1, block.ln_2))]
         if config.qk_norm:
             norms += [n for block in transformer.h for n in (block.attn.q_norm, block.attn.k_norm)]
@@ -202,7 +159,7 @@ class FastRunner:
         if native is None or native:
             suitable = (
                 self.device.type == "cpu"
-                and self.dtype == torch.float32
+                and parameter.dtype in (torch.float32, torch.bfloat16)
                 and self.head_dim <= 256
                 and all(n.eps == self.eps for n in norms)
                 and native_module.model_unsupported(config) is None
@@ -210,9 +167,72 @@ class FastRunner:
             library = native_module.library() if suitable else None
             if native and library is None:
                 reason = (
-                    native_module.unavailable_reason() if suitable else "the model is not float32 on the CPU"
+                    native_module.unavailable_reason()
+                    if suitable
+                    else "the model is not float32 or bfloat16 on the CPU"
                 )
                 raise RuntimeError(f"no native step: {reason}")
+        # A bfloat16 model on the compiled step keeps its matrices in bfloat16 (half the bytes a step
+        # reads from memory) and computes in float32: its other tensors are widened once, here.
+        self.bf16_matrices = library is not None and parameter.dtype == torch.bfloat16
+        self.dtype = torch.float32 if self.bf16_matrices else parameter.dtype  # the arithmetic's
+
+        def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.detach().to(self.dtype)
+
+        def matrix(weight: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
+            """A weight matrix in its own dtype; ``row_scale`` applied in the arithmetic's dtype first."""
+            weight = weight.detach()
+            if row_scale is None:
+                return weight
+            return (weight.to(self.dtype) * row_scale[:, None]).to(weight.dtype)
+
+        self.n_embd, self.n_head = config.n_embd, config.n_head
+        self.capacity = config.block_size
+        self.config = config
+        self.max_time = config.max_music_time
+        self.batch_size = batch_size
+        self.rows = max(batch_size, self.MIN_ROWS)
+        self.wte = vector(transformer.wte.weight)
+        self.wpe = None if config.rotary else vector(transformer.wpe.weight)
+        self.wtime = vector(transformer.wtime.weight) if config.music_time_embedding else None
+        self.rmsnorm, self.swiglu, self.qk_norm = (
+            config.norm == "rmsnorm",
+            config.mlp == "swiglu",
+            config.qk_norm,
+        )
+        # Rotary angles of every position the cache holds, as GPT.forward computes them.
+        self.rope = None
+        if config.rotary:  # in the arithmetic's dtype, as apply_rotary uses them
+            self.rope = tuple(
+                t.to(self.dtype) for t in rotary_tables(config, 0, config.block_size, self.device)
+            )
+        self.lnf_w, self.lnf_b = map(vector, _weights(transformer.ln_f))
+        self.head = matrix(model.lm_head.weight)
+        # The attention scale 1/sqrt(head_dim) is folded into the queries: into their norm's gain where
+        # there is one (a norm undoes any scale before it), else into the query weights.
+        query_scale = 1.0 / math.sqrt(self.head_dim)
+        scale = torch.ones(3 * config.n_embd, device=self.device, dtype=self.dtype)
+        if not config.qk_norm:
+            scale[: config.n_embd] = query_scale
+        self.layers = []
+        for block in transformer.h:
+            layer = _Layer()
+            layer.ln1_w, layer.ln1_b = map(vector, _weights(block.ln_1))
+            layer.ln2_w, layer.ln2_b = map(vector, _weights(block.ln_2))
+            qkv, qkv_b = _weights(block.attn.c_attn)
+            layer.qkv = matrix(qkv, scale)
+            layer.qkv_b = None if qkv_b is None else vector(qkv_b) * scale
+            layer.proj, layer.proj_b = (
+                matrix(block.attn.c_proj.weight),
+                vector(_weights(block.attn.c_proj)[1]),
+            )
+            layer.fc, layer.fc_b = matrix(block.mlp.c_fc.weight), vector(_weights(block.mlp.c_fc)[1])
+            layer.fc2, layer.fc2_b = matrix(block.mlp.c_proj.weight), vector(_weights(block.mlp.c_proj)[1])
+            layer.q_norm_w = vector(block.attn.q_norm.weight) * query_scale if config.qk_norm else None
+            layer.k_norm_w = vector(block.attn.k_norm.weight) if config.qk_norm else None
+            layer.qk_norm_w = torch.stack([layer.q_norm_w, layer.k_norm_w]) if config.qk_norm else None
+            self.layers.append(layer)
         # The native step keeps keys in tiles of 16 positions (native.tile_keys); values as here.
         self.tiled = library is not None
         T, H, D = config.block_size, config.n_head, self.head_dim
@@ -235,6 +255,7 @@ class FastRunner:
         self.onednn = HAS_ONEDNN and self.device.type == "cpu" and self.dtype == torch.float32
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        weight = weight.to(x.dtype)  # bfloat16 matrices, widened for the prompt's float32 arithmetic
         return dnn_linear(x, weight, bias) if self.onednn else F.linear(x, weight, bias)
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -307,7 +328,7 @@ class FastRunner:
         self.length = T
         self.shared = T if shared else 0
         last = self._norm(x.view(B, T, C)[:, -1], self.lnf_w, self.lnf_b)
-        logits = F.linear(last, self.head)
+        logits = F.linear(last, self.head.to(last.dtype))
         return logits.expand(batch_size, -1) if shared else logits
 
     def _attend(self, index: int, qkv_t: torch.Tensor, position: int, B: int) -> torch.Tensor:
