@@ -56,6 +56,14 @@ def test_load_a_checkpoint_a_run_folder_and_a_registry_name(tmp_path, monkeypatc
         piano_gpt.load("nope")
 
 
+def test_load_in_bfloat16_generates_on_bfloat16_weights(tmp_path):
+    low = piano_gpt.load(tiny(tmp_path / "c"), device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in low.model.parameters()} == {torch.bfloat16}
+    assert len(low.generate(piece(), max_new_tokens=30, seed=0)) > 0
+    with pytest.raises(ValueError, match="dtype='int8': use one of float32, bfloat16"):
+        piano_gpt.load(tmp_path / "c", device="cpu", dtype="int8")
+
+
 def test_generate_complete_and_score_are_the_librarys_own(tmp_path):
     model = piano_gpt.load(tiny(tmp_path / "c"), device="cpu")
     notes = piece()

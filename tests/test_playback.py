@@ -114,6 +114,15 @@ def test_play_without_a_midi_output_writes_the_stream_to_a_file(tmp_path, monkey
     np.testing.assert_array_equal(written["pitch"], expected.notes["pitch"])
     np.testing.assert_allclose(written["start"], expected.notes["start"], atol=2e-3)
     pd.testing.assert_index_equal(written.columns, expected.notes.columns)
+    # --precision bfloat16: the model in bfloat16, the notes generate draws from it for the seed
+    status = cli_main(["play", str(tmp_path / "ckpt"), "--prompt", str(tmp_path / "in.mid"), "--duration", "4",
+                       "--seed", "3", "--output", str(out), "--precision", "bfloat16"])  # fmt: skip
+    assert status == 0
+    (expected,) = generate_samples(
+        model.to(torch.bfloat16), tokenizer, read_notes(tmp_path / "in.mid"), seed=3, max_duration=4.0,
+        max_new_tokens=1_000_000,
+    )  # fmt: skip
+    np.testing.assert_array_equal(read_notes(out)["pitch"], expected.notes["pitch"])
 
 
 def fake_sounddevice(monkeypatch, refused_rate=None, has_output=True):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from piano_gpt.common import pick_device
 from piano_gpt.generation import Generation, GenerationConfig, generate_samples, task_samples
@@ -205,18 +206,27 @@ def resolve_model_path(name: str | os.PathLike, root=DEFAULT_ROOT, revision: str
         ) from error
 
 
+WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def load(
     name_or_path: str | os.PathLike,
     device: str | None = None,
     revision: str | None = None,
     root=DEFAULT_ROOT,
+    dtype: str | torch.dtype | None = None,
 ) -> PianoGPT:
     """A :class:`PianoGPT` from a checkpoint folder, a run folder (its ``-best``), a checkpoint name
     ``piano-gpt models`` lists (under ``root``), or a hub repo id (``org/name``, ``org/name/<path>``;
     ``revision``: a branch, tag or commit). ``device``: ``auto`` (default), ``cpu``, ``cuda``, ...
+    ``dtype``: the weights' (``"bfloat16"`` halves what a CPU decoding step reads; default: as saved).
     Raises ``CheckpointError`` / ``HubError`` with one line saying what was not found."""
     path = resolve_model_path(name_or_path, root, revision)
     model, tokenizer, config = load_checkpoint(path, device=pick_device(device))
+    if dtype is not None:
+        if isinstance(dtype, str) and dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"dtype={dtype!r}: use one of {', '.join(WEIGHT_DTYPES)}")
+        model = model.to(WEIGHT_DTYPES.get(dtype, dtype))
     return PianoGPT(model, tokenizer, CheckpointConfig.from_json(config), path)
 
 

@@ -38,6 +38,13 @@ def add_play_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="the file written without a MIDI output")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of music to generate")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the weights' precision: bfloat16 halves what a CPU step reads (faster; notes differ from "
+        "float32's for the same seed)",
+    )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -113,6 +120,8 @@ def open_output(destination: str, port_name: str | None, output: Path):
 
 
 def play_command(args: argparse.Namespace) -> int:
+    import torch
+
     from piano_gpt.common import pick_device
     from piano_gpt.generation import ContinuationStream, GenerationConfig
     from piano_gpt.generation.playback import Player
@@ -138,6 +147,7 @@ def play_command(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         model, tokenizer, _ = load_checkpoint(args.checkpoint, device=pick_device("auto"))
+        model = model.to(getattr(torch, args.precision))
         config = GenerationConfig(
             seed=args.seed,
             temperature=args.temperature,
