@@ -160,7 +160,7 @@ def time_onnx(peer, prompt: list[int], batch: int, new_tokens: int) -> float:
 
 
 def time_batch(
-    hf, ours, tokenizer, prompt, batch: int, repeats: int, kinds: tuple[str, ...], onnx=None
+    hf, ours, tokenizer, prompt, batch: int, repeats: int, kinds: tuple[str, ...], onnx=None, ours16=None
 ) -> tuple[dict, dict]:
     """Median and best new tokens/s of each kind of run, interleaved ``repeats`` times."""
     run = {
@@ -170,6 +170,7 @@ def time_batch(
         "ours_torch": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, compiled=False),
         "ours_reference": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, fast=False),
         "ours_no_grammar": lambda: time_ours(ours, tokenizer, prompt, batch, NEW_TOKENS, grammar=False),
+        "ours_bf16": lambda: time_ours(ours16, tokenizer, prompt, batch, NEW_TOKENS),
     }
     times = {kind: [] for kind in kinds}
     for _ in range(repeats):
@@ -456,10 +457,12 @@ def run(args) -> None:
     kinds = ("hf", "ours", "ours_no_grammar", "ours_torch", "ours_reference")
     onnx = onnx_peer(ours, tokenizer, prompt) if args.onnx else None
     if onnx is not None:
-        kinds = ("onnx", *kinds)
+        kinds = ("onnx", *kinds, *(("ours_bf16",) if ours16 is not None else ()))
+        if ours16 is not None:
+            time_ours(ours16, tokenizer, prompt, 1, 16)
     rows = []
     for batch in args.batches:
-        rate, best = time_batch(hf, ours, tokenizer, prompt, batch, args.repeats, kinds, onnx)
+        rate, best = time_batch(hf, ours, tokenizer, prompt, batch, args.repeats, kinds, onnx, ours16)
         rows.append(("float32", batch, rate, best))
         if onnx is not None:
             print(
@@ -467,6 +470,12 @@ def run(args) -> None:
                 f"(grammar off x{rate['ours_no_grammar'] / rate['onnx']:.2f})",
                 flush=True,
             )
+            if "ours_bf16" in rate:
+                print(
+                    f"batch {batch}: ours with the model in bfloat16 {rate['ours_bf16']:.0f} tok/s, "
+                    f"x{rate['ours_bf16'] / rate['onnx']:.2f} ONNX Runtime (float32), same run",
+                    flush=True,
+                )
         print(
             f"float32 batch {batch}: HF {rate['hf']:.0f} tok/s, ours {rate['ours']:.0f} tok/s "
             f"(x{rate['ours'] / rate['hf']:.2f}), PyTorch step {rate['ours_torch']:.0f} tok/s, "
