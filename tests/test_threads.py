@@ -94,3 +94,39 @@ def test_this_process_busy_threads_are_not_counted_as_load():
         stop.set()
         worker.join()
     assert seen >= 2  # the spinning thread and this one, both ours
+
+
+def test_every_core_only_while_it_times_faster(monkeypatch):
+    """Contention the load cannot show (a virtual machine's host, memory bandwidth): with the machine
+    looking idle, steps on two threads that take longer than on one make the choice one thread, and
+    it comes back to two when two get faster, within a probe."""
+    saved = torch.get_num_threads()
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads_module, "_runnable_others", lambda: 0)
+    clock = [100.0]
+    monkeypatch.setattr(threads_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(threads_module, "_cpu_seconds", lambda: (50.0 + clock[0], clock[0]))  # others idle
+    seconds_a_step = {1: 0.001, 2: 0.003}  # two threads contended: 3x slower
+
+    def run(steps: int) -> list[int]:
+        counts = []
+        for _ in range(steps):
+            threads = choice.current()
+            assert torch.get_num_threads() == threads
+            counts.append(threads)
+            clock[0] += seconds_a_step[threads]
+        return counts
+
+    try:
+        torch.set_num_threads(2)
+        choice = ThreadChoice()
+        counts = run(2000)  # ~2.2 s of steps
+        assert counts[0] == 2 and counts[-1] == 1
+        assert counts[20:].count(1) > 0.95 * len(
+            counts[20:]
+        )  # the probes of two threads: a few steps a second
+        seconds_a_step[2] = 0.0005  # the contention gone: two threads twice as fast
+        counts = run(4000)
+        assert counts[-1] == 2 and counts[-3000:].count(2) > 0.95 * 3000
+    finally:
+        torch.set_num_threads(saved)

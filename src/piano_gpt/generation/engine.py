@@ -364,6 +364,7 @@ def sample_steps(
                 so_far = torch.as_tensor(out[:, : step + 1], device=device)
                 history = torch.cat([prompt[None].expand(B, -1), so_far], dim=1)
                 logits, time_now = prime(window_of(history), None)
+                threads.not_a_step()
             else:
                 time_now += time_units[drawn]
                 threads.current()  # re-chosen from the load every CHECK_SECONDS

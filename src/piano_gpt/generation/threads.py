@@ -8,6 +8,11 @@ step takes milliseconds instead: on 2 cores with one busy process, 2 threads ran
 the kernel's count of runnable tasks (``/proc/loadavg``) and, every ``CHECK_SECONDS``, measures what
 the rest of the machine used since the last check (``/proc/stat`` minus this process's CPU time).
 Without ``/proc`` (not Linux) it keeps torch's thread count.
+
+Some contention never shows there: a virtual machine's cores shared with its host's other guests, or
+memory bandwidth taken by them. So while the load allows every core, the steps themselves are timed
+(the time between calls of :meth:`ThreadChoice.current`, once a step) and, every ``PROBE_SECONDS``, a
+few steps run on one thread: the faster of the two is kept until the next probe.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ CHECK_SECONDS = 0.1  # how often the choice is revisited
 # Use every core only when the rest of the machine keeps less than this share of one core busy: a
 # thread that loses its core even briefly stalls every barrier of the step.
 IDLE_OTHERS = 0.25
+PROBE_SECONDS = 1.0  # how often the thread count not in use is timed again
+PROBE_STEPS = 4  # steps a probe times (after one step that wakes the threads up, not counted)
 
 
 def usable_cores() -> int:
@@ -97,6 +104,12 @@ class ThreadChoice:
         else:
             others = _runnable_others()
             self.threads = self.saved if others is None else min(self.saved, threads_for(others, self.cores))
+        self.allowed = self.threads  # what the load allows; self.threads may be fewer (timed faster)
+        self.step_seconds: dict[int, float] = {}  # recent seconds a step, by thread count
+        self.last_step: float | None = None
+        self.warming = True  # the next step wakes this count's threads: not timed
+        self.probing = 0  # steps left in a probe of the other count
+        self.next_probe = self.last_check + PROBE_SECONDS
         self._apply()
 
     def _apply(self) -> None:
@@ -104,18 +117,58 @@ class ThreadChoice:
             torch.set_num_threads(self.threads)
 
     def current(self) -> int:
+        """The thread count for the next step (called once a step)."""
         if self.fixed is not None or self.last_cpu is None:
             return self.threads
         now = time.monotonic()
-        if now - self.last_check < CHECK_SECONDS:
-            return self.threads
-        cpu = _cpu_seconds()
-        wall = now - self.last_check
-        others = ((cpu[0] - self.last_cpu[0]) - (cpu[1] - self.last_cpu[1])) / wall
-        self.last_check, self.last_cpu = now, cpu
-        self.threads = min(self.saved, threads_for(max(others, 0.0), self.cores))
-        self._apply()
+        self._time_step(now)
+        if now - self.last_check >= CHECK_SECONDS:
+            cpu = _cpu_seconds()
+            others = ((cpu[0] - self.last_cpu[0]) - (cpu[1] - self.last_cpu[1])) / (now - self.last_check)
+            self.last_check, self.last_cpu = now, cpu
+            self.allowed = min(self.saved, threads_for(max(others, 0.0), self.cores))
+        self._choose(now)
         return self.threads
+
+    def _time_step(self, now: float) -> None:
+        """Count the step that just ended towards its thread count's recent step time."""
+        last, self.last_step = self.last_step, now
+        if last is None or self.warming:
+            self.warming = False
+            return
+        seconds = now - last
+        known = self.step_seconds.get(self.threads)
+        self.step_seconds[self.threads] = seconds if known is None else 0.7 * known + 0.3 * seconds
+        if self.probing:
+            self.probing -= 1
+
+    def _choose(self, now: float) -> None:
+        """The allowed count, or one thread where that timed faster; the other is timed now and then."""
+        if self.allowed == 1:
+            self._set(1)
+            return
+        if self.probing:  # a probe runs its steps out
+            return
+        candidates = (self.allowed, 1)
+        untimed = [count for count in candidates if count not in self.step_seconds]
+        if untimed or now >= self.next_probe:
+            # Time a count never timed, else the one not in use, afresh for the next few steps.
+            self._set(untimed[0] if untimed else next(c for c in candidates if c != self.threads))
+            self.step_seconds.pop(self.threads, None)
+            self.probing = PROBE_STEPS
+            self.next_probe = now + PROBE_SECONDS
+            return
+        self._set(min(candidates, key=self.step_seconds.__getitem__))
+
+    def not_a_step(self) -> None:
+        """What ran since the last :meth:`current` was not one step (the prompt read again): untimed."""
+        self.last_step = None
+
+    def _set(self, threads: int) -> None:
+        if threads != self.threads:
+            self.threads = threads
+            self.warming = True
+            self._apply()
 
     def restore(self) -> None:
         if torch.get_num_threads() != self.saved:
