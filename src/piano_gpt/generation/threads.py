@@ -12,12 +12,15 @@ Without ``/proc`` (not Linux) it keeps torch's thread count.
 Some contention never shows there: a virtual machine's cores shared with its host's other guests, or
 memory bandwidth taken by them. So while the load allows every core, the steps themselves are timed
 (the time between calls of :meth:`ThreadChoice.current`, once a step) and, every ``PROBE_SECONDS``, a
-few steps run on one thread: the faster of the two is kept until the next probe.
+few steps run on the count not in use: one thread is kept until the next probe where its median step
+is clearly faster (``ONE_THREAD_MARGIN``), every core otherwise.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import statistics
 import time
 
 import torch
@@ -26,8 +29,10 @@ CHECK_SECONDS = 0.1  # how often the choice is revisited
 # Use every core only when the rest of the machine keeps less than this share of one core busy: a
 # thread that loses its core even briefly stalls every barrier of the step.
 IDLE_OTHERS = 0.25
-PROBE_SECONDS = 1.0  # how often the thread count not in use is timed again
-PROBE_STEPS = 4  # steps a probe times (after one step that wakes the threads up, not counted)
+PROBE_SECONDS = 0.5  # how often the thread count not in use is timed again
+PROBE_STEPS = 6  # steps a probe times (after one step that wakes the threads up, not counted)
+# One thread replaces every core only when its steps are clearly faster: single steps vary by ~20%.
+ONE_THREAD_MARGIN = 0.85
 
 
 def usable_cores() -> int:
@@ -105,7 +110,7 @@ class ThreadChoice:
             others = _runnable_others()
             self.threads = self.saved if others is None else min(self.saved, threads_for(others, self.cores))
         self.allowed = self.threads  # what the load allows; self.threads may be fewer (timed faster)
-        self.step_seconds: dict[int, float] = {}  # recent seconds a step, by thread count
+        self.step_seconds: dict[int, collections.deque] = {}  # the last steps' seconds, by thread count
         self.last_step: float | None = None
         self.warming = True  # the next step wakes this count's threads: not timed
         self.probing = 0  # steps left in a probe of the other count
@@ -136,9 +141,7 @@ class ThreadChoice:
         if last is None or self.warming:
             self.warming = False
             return
-        seconds = now - last
-        known = self.step_seconds.get(self.threads)
-        self.step_seconds[self.threads] = seconds if known is None else 0.7 * known + 0.3 * seconds
+        self.step_seconds.setdefault(self.threads, collections.deque(maxlen=PROBE_STEPS)).append(now - last)
         if self.probing:
             self.probing -= 1
 
@@ -150,7 +153,7 @@ class ThreadChoice:
         if self.probing:  # a probe runs its steps out
             return
         candidates = (self.allowed, 1)
-        untimed = [count for count in candidates if count not in self.step_seconds]
+        untimed = [count for count in candidates if not self.step_seconds.get(count)]
         if untimed or now >= self.next_probe:
             # Time a count never timed, else the one not in use, afresh for the next few steps.
             self._set(untimed[0] if untimed else next(c for c in candidates if c != self.threads))
@@ -158,7 +161,8 @@ class ThreadChoice:
             self.probing = PROBE_STEPS
             self.next_probe = now + PROBE_SECONDS
             return
-        self._set(min(candidates, key=self.step_seconds.__getitem__))
+        median = {count: statistics.median(self.step_seconds[count]) for count in candidates}
+        self._set(1 if median[1] < ONE_THREAD_MARGIN * median[self.allowed] else self.allowed)
 
     def not_a_step(self) -> None:
         """What ran since the last :meth:`current` was not one step (the prompt read again): untimed."""
