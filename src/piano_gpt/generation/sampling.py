@@ -1,6 +1,6 @@
 """Sampling one token per row from logits: temperature, top-k, top-p, min-p, one RNG per row.
 
-Each row (sample) has its own numpy ``Generator`` seeded with that sample's seed, and draws through
+Each row (sample) has its own (CPU) ``torch.Generator`` seeded with that sample's seed, and draws through
 the exponential race (``argmax(p / E)``, ``E ~ Exp(1)`` i.i.d., picks ``i`` with probability
 ``p_i / sum(p)``), so a sample depends only on its own seed, not on which other samples share its
 batch. Filters are applied in this order: the mask of allowed ids, temperature, top-k, top-p, min-p.
@@ -49,9 +49,9 @@ class Sampler:
 
     def __init__(self, config: SamplingConfig, seeds: list[int], allowed: torch.Tensor):
         self.config = config
-        self.generators = [np.random.default_rng(int(seed)) for seed in seeds]
+        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
         self.allowed = _host_mask(allowed)
-        self.noise = np.empty((len(seeds), self.allowed.shape[-1]), np.float32)
+        self.noise = torch.empty(len(seeds), self.allowed.shape[-1])
         top_k = config.top_k or 0
         self.top_k = top_k if 0 < top_k < int(self.allowed.sum()) else 0
 
@@ -92,9 +92,9 @@ class Sampler:
             probs = np.where(probs < floor, np.float32(0), probs)
         noise = self.noise[:B]
         for row, generator in enumerate(self.generators[:B]):
-            generator.standard_exponential(dtype=np.float32, out=noise[row])
+            noise[row].exponential_(generator=generator)
         # A zero draw would make 0/0 of an id filtered out above.
-        race = probs / np.maximum(noise, np.finfo(np.float32).tiny)
+        race = probs / np.maximum(noise.numpy(), np.finfo(np.float32).tiny)
         # Never a masked id, even where every kept probability underflowed to 0.
         return np.where(possible, race, np.float32(-1)).argmax(axis=-1)
 
