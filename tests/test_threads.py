@@ -128,5 +128,16 @@ def test_every_core_only_while_it_times_faster(monkeypatch):
         seconds_a_step[2] = 0.0005  # the contention gone: two threads twice as fast
         counts = run(4000)
         assert counts[-1] == 2 and counts[-3000:].count(2) > 0.95 * 3000
+        # A prompt is read on the count the load allows, even in the middle of a probe of one thread.
+        seconds_a_step[2] = 0.003
+        while choice.current() != 1:
+            clock[0] += seconds_a_step[choice.threads]
+        with choice.for_prompt():
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+        # Untimed (a step whose results the thread count may change): the load decides alone.
+        choice.restore()
+        choice = ThreadChoice(timed=False)
+        assert set(run(2000)) == {2}
     finally:
         torch.set_num_threads(saved)

@@ -310,7 +310,8 @@ def sample_steps(
 
     def prime(window: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, np.ndarray]:
         time = window_time(window, tables.time_units, tables.genai_id)
-        logits = runner.prefill(window, time.clamp(max=max_time - 1), batch_size)
+        with threads.for_prompt():
+            logits = runner.prefill(window, time.clamp(max=max_time - 1), batch_size)
         return logits, np.broadcast_to(time[:, -1].cpu().numpy(), B).copy()
 
     # The loop's own bookkeeping (clock, counters, stops) is numpy on the host: a step's tokens are
@@ -318,7 +319,11 @@ def sample_steps(
     time_units = tables.time_units.cpu().numpy()
     note_counts = tables.note_counts.cpu().numpy()
     # CPU threads by the load (a GPU generation keeps torch's count for its few host ops).
-    threads = ThreadChoice(config.threads if device.type == "cpu" else torch.get_num_threads())
+    # Timed (see threads.py) only on the compiled step, whose results no thread count changes.
+    compiled = getattr(runner, "native", None) is not None
+    threads = ThreadChoice(
+        config.threads if device.type == "cpu" else torch.get_num_threads(), timed=compiled
+    )
     try:
         logits, time_now = prime(window_of(prompt[None]), B if B > 1 else None)
 

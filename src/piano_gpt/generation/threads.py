@@ -13,12 +13,16 @@ Some contention never shows there: a virtual machine's cores shared with its hos
 memory bandwidth taken by them. So while the load allows every core, the steps themselves are timed
 (the time between calls of :meth:`ThreadChoice.current`, once a step) and, every ``PROBE_SECONDS``, a
 few steps run on the count not in use: one thread is kept until the next probe where its median step
-is clearly faster (``ONE_THREAD_MARGIN``), every core otherwise.
+is clearly faster (``ONE_THREAD_MARGIN``), every core otherwise. Only where the thread count cannot
+change a result (``timed``: the compiled step splits its work by outputs; PyTorch's matrix products do
+not always sum in one order across thread counts), and the prompt is always read on the count the load
+allows (:meth:`ThreadChoice.for_prompt`), so on a steady machine a seed draws the same notes.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import statistics
 import time
@@ -98,7 +102,7 @@ class ThreadChoice:
     PyTorch step and the prompt) when the choice changes; :meth:`restore` puts torch's back.
     """
 
-    def __init__(self, fixed: int | None = None):
+    def __init__(self, fixed: int | None = None, timed: bool = True):
         self.cores = usable_cores()
         self.saved = torch.get_num_threads()
         self.fixed = fixed
@@ -110,6 +114,7 @@ class ThreadChoice:
             others = _runnable_others()
             self.threads = self.saved if others is None else min(self.saved, threads_for(others, self.cores))
         self.allowed = self.threads  # what the load allows; self.threads may be fewer (timed faster)
+        self.timed = timed
         self.step_seconds: dict[int, collections.deque] = {}  # the last steps' seconds, by thread count
         self.last_step: float | None = None
         self.warming = True  # the next step wakes this count's threads: not timed
@@ -147,8 +152,8 @@ class ThreadChoice:
 
     def _choose(self, now: float) -> None:
         """The allowed count, or one thread where that timed faster; the other is timed now and then."""
-        if self.allowed == 1:
-            self._set(1)
+        if self.allowed == 1 or not self.timed:
+            self._set(self.allowed)
             return
         if self.probing:  # a probe runs its steps out
             return
@@ -163,6 +168,18 @@ class ThreadChoice:
             return
         median = {count: statistics.median(self.step_seconds[count]) for count in candidates}
         self._set(1 if median[1] < ONE_THREAD_MARGIN * median[self.allowed] else self.allowed)
+
+    @contextlib.contextmanager
+    def for_prompt(self):
+        """Read a prompt on the count the load allows (never a probe's), then go back to the step's."""
+        threads = self.threads
+        if self.fixed is None:
+            self._set(self.allowed)
+        try:
+            yield
+        finally:
+            if self.fixed is None:
+                self._set(threads)
 
     def not_a_step(self) -> None:
         """What ran since the last :meth:`current` was not one step (the prompt read again): untimed."""
