@@ -187,6 +187,10 @@ class FastRunner:
                 return weight
             return (weight.to(self.dtype) * row_scale[:, None]).to(weight.dtype)
 
+        def linear(module) -> tuple[torch.Tensor, torch.Tensor | None]:
+            weight, bias = _weights(module)
+            return matrix(weight), vector(bias)
+
         self.n_embd, self.n_head = config.n_embd, config.n_head
         self.capacity = config.block_size
         self.config = config
@@ -223,12 +227,9 @@ class FastRunner:
             qkv, qkv_b = _weights(block.attn.c_attn)
             layer.qkv = matrix(qkv, scale)
             layer.qkv_b = None if qkv_b is None else vector(qkv_b) * scale
-            layer.proj, layer.proj_b = (
-                matrix(block.attn.c_proj.weight),
-                vector(_weights(block.attn.c_proj)[1]),
-            )
-            layer.fc, layer.fc_b = matrix(block.mlp.c_fc.weight), vector(_weights(block.mlp.c_fc)[1])
-            layer.fc2, layer.fc2_b = matrix(block.mlp.c_proj.weight), vector(_weights(block.mlp.c_proj)[1])
+            layer.proj, layer.proj_b = linear(block.attn.c_proj)
+            layer.fc, layer.fc_b = linear(block.mlp.c_fc)
+            layer.fc2, layer.fc2_b = linear(block.mlp.c_proj)
             layer.q_norm_w = vector(block.attn.q_norm.weight) * query_scale if config.qk_norm else None
             layer.k_norm_w = vector(block.attn.k_norm.weight) if config.qk_norm else None
             layer.qk_norm_w = torch.stack([layer.q_norm_w, layer.k_norm_w]) if config.qk_norm else None

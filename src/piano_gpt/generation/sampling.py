@@ -55,11 +55,9 @@ class Sampler:
         top_k = config.top_k or 0
         self.top_k = top_k if 0 < top_k < int(self.allowed.sum()) else 0
 
-    def __call__(
-        self, logits: torch.Tensor, allowed: np.ndarray | torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """One id per row, on the logits' device; ``allowed`` (``(B, V)`` bool), when given, narrows the
-        ids further this step."""
+    def __call__(self, logits: torch.Tensor, allowed: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+        """One id per row, on the host (``(B,)`` int64); ``allowed`` (``(B, V)`` bool), when given,
+        narrows the ids further this step."""
         config = self.config
         scores = logits.detach().float().cpu().numpy()
         B = scores.shape[0]
