@@ -29,11 +29,16 @@ timing; its threads: ``--threads`` or torch's count, as HF's (not with ``--sweep
 position 256 to 767, against what the machine can read from memory: the bytes a step must read (every
 weight matrix, and the keys and values of every position so far) over its time, as a share of the
 read bandwidth one ``torch.sum`` over 512 MB reaches with the same threads.
+``--cuda-graphs``: only, on a CUDA device: our default GPU decoding (``GraphRunner``: each step replayed
+from one captured CUDA graph) against the same fixed-shape step run eagerly and the eager reference path
+(``GPT.forward`` + ``KVCache``), batch 1 and 8, with this machine's CPU (the compiled step) beside them;
+without a CUDA device it says so and times nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -49,8 +54,8 @@ import pandas as pd
 import torch
 
 from piano_gpt.data.demo import load_demo_records
-from piano_gpt.generation import generate_samples, native, sample_ids, stream
-from piano_gpt.generation.runner import runner_for
+from piano_gpt.generation import engine, generate_samples, native, sample_ids, stream
+from piano_gpt.generation.runner import GraphRunner, ModelRunner, runner_for
 from piano_gpt.midi import make_notes
 from piano_gpt.model import GPT, GPTConfig
 from piano_gpt.tokenizers import ExponentialTimeTokenizer
@@ -397,6 +402,9 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="only: time to first note, real-time factor")
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (bench/onnx_peer.py)")
     parser.add_argument("--roofline", action="store_true", help="only: bare steps against memory bandwidth")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="only: CUDA-graph steps vs eager, on a GPU"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
@@ -408,6 +416,55 @@ def main() -> None:
         run(args)
     finally:
         stop_busy(busy)
+
+
+@contextlib.contextmanager
+def runners(make):
+    """The generation engine decodes with ``make(model, batch_size, fast)`` meanwhile."""
+    original = engine.runner_for
+    engine.runner_for = make
+    try:
+        yield
+    finally:
+        engine.runner_for = original
+
+
+def cuda_graph_leg(ours: GPT, tokenizer, prompt, batches: list[int], repeats: int) -> None:
+    """Our GPU decoding (GraphRunner) against eager steps on the same GPU, with the CPU beside them."""
+    if not torch.cuda.is_available():
+        print("# no CUDA device here: the CUDA-graphs leg times nothing")
+        return
+    gpu = GPT(ours.config).eval().cuda()
+    gpu.load_state_dict(ours.state_dict())
+    print(f"# {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}")
+    eager_fixed = lambda model, batch_size, fast=True: GraphRunner(model, batch_size, capture=False)  # noqa: E731
+    eager_reference = lambda model, batch_size, fast=True: ModelRunner(model, batch_size)  # noqa: E731
+
+    def timed(model, batch: int, make=None) -> float:
+        with runners(make) if make else contextlib.nullcontext():
+            seconds = time_ours(model, tokenizer, prompt, batch, NEW_TOKENS)
+        torch.cuda.synchronize()
+        return seconds
+
+    kinds = {
+        "CUDA graph (default on a GPU)": lambda batch: timed(gpu, batch),
+        "fixed-shape step, eager": lambda batch: timed(gpu, batch, eager_fixed),
+        "reference path, eager": lambda batch: timed(gpu, batch, eager_reference),
+        f"CPU, {torch.get_num_threads()} threads, compiled step": lambda batch: timed(ours, batch),
+    }
+    print("\n| batch | " + " | ".join(kinds) + " | graph / eager reference |")
+    print("|---|" + "---|" * (len(kinds) + 1))
+    for batch in batches:
+        for run_kind in kinds.values():
+            run_kind(batch)  # warm-up: capture, allocator, kernels' first calls
+        times = {kind: [] for kind in kinds}
+        for _ in range(repeats):
+            for kind, run_kind in kinds.items():
+                times[kind].append(run_kind(batch))
+        rate = {kind: batch * NEW_TOKENS / statistics.median(seconds) for kind, seconds in times.items()}
+        graph, reference = rate["CUDA graph (default on a GPU)"], rate["reference path, eager"]
+        cells = " | ".join(f"{value:.0f} tok/s" for value in rate.values())
+        print(f"| {batch} | {cells} | **{graph / reference:.2f}x** |", flush=True)
 
 
 def run(args) -> None:
@@ -438,6 +495,9 @@ def run(args) -> None:
         time_ours(ours, tokenizer, prompt, batch, 16)
         time_ours(ours, tokenizer, prompt, batch, 16, compiled=False)
     ours16 = bfloat16_copy(ours) if args.bf16 else None
+    if args.cuda_graphs:
+        cuda_graph_leg(ours, tokenizer, prompt, args.batches, args.repeats)
+        return
     if args.roofline:
         onnx = onnx_peer(ours, tokenizer, prompt) if args.onnx else None
         roofline(ours, tokenizer, prompt, args.repeats, onnx, ours16)

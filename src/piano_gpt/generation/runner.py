@@ -28,6 +28,9 @@ small model is bound by memory traffic (weights and cache) and per-op overhead, 
    with ``FastRunner(..., native=False)`` or ``PIANO_GPT_NATIVE=0``) the PyTorch step below. The
    prompt goes through PyTorch either way, its matrix products through oneDNN in float32.
 
+On a CUDA device, :class:`GraphRunner` decodes instead: a small model's step there is bound by kernel
+launches, not by the GPU, so each step replays one captured CUDA graph (see the class).
+
 The runners agree to float rounding (the tests hold the logits to 1e-4). FastRunner (and its native
 step) compute both architecture families and every mix of their switches (``GPTConfig``: learned or
 rotary positions, LayerNorm or RMSNorm, GELU or SwiGLU MLP, q/k norms, biases). Positions, as in
@@ -38,12 +41,13 @@ again at 0, rotary or learned.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch.nn import functional as F
 
 from piano_gpt.generation import native as native_module
-from piano_gpt.model import GPT, KVCache, rotary_tables
+from piano_gpt.model import GPT, KVCache, apply_rotary, rotary_tables
 from piano_gpt.model_kernels import HAS_ONEDNN, dnn_linear
 
 
@@ -397,9 +401,104 @@ class FastRunner:
         return torch.mm(self.head, h.t()).t()[:B].contiguous()
 
 
-RUNNERS = {"fast": FastRunner, "model": ModelRunner}
+class GraphRunner(ModelRunner):
+    """Decoding on a CUDA device, each step replayed from one captured CUDA graph.
+
+    A small model's step on a GPU launches a hundred-odd kernels that each finish before the next is
+    queued: the step is bound by launches, not by the GPU. A graph replays them all with one launch, but
+    only fixed shapes at fixed addresses. So the step here reads its tokens, time steps and position from
+    fixed device buffers, writes its keys and values at that position (``index_copy_``) and attends over
+    the whole cache behind a mask of the positions filled. The prompt runs eagerly through
+    ``GPT.forward`` into the same cache (``ModelRunner.prefill``), so a re-primed window needs no new graph.
+
+    ``capture``: ``None`` captures on a CUDA device; ``False`` runs the same fixed-shape step eagerly (how
+    it is tested without a GPU). Where capture fails, the step runs eagerly, with one warning.
+    """
+
+    def __init__(self, model: GPT, batch_size: int, capture: bool | None = None):
+        super().__init__(model, batch_size)
+        config, device = model.config, self.cache.keys.device
+        self.capture = device.type == "cuda" if capture is None else capture
+        self.tokens = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.time_steps = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.slots = torch.arange(config.block_size, device=device)
+        self.rope = rotary_tables(config, 0, config.block_size, device) if config.rotary else None
+        self.graph = None
+        self.logits = None  # the graph's output buffer
+
+    def _fixed_step(self) -> torch.Tensor:
+        """GPT.forward of one token per row at ``self.position``, with shapes independent of it."""
+        model, config = self.model, self.model.config
+        transformer, position = model.transformer, self.position
+        B, C, H = self.batch_size, config.n_embd, config.n_head
+        x = transformer.wte(self.tokens[:, None])  # (B, 1, C)
+        rope = None
+        if self.rope is None:
+            x = x + transformer.wpe(position)
+        else:
+            rope = tuple(table.index_select(0, position) for table in self.rope)
+        if config.music_time_embedding:
+            x = x + transformer.wtime(self.time_steps.clamp(0, config.max_music_time - 1))[:, None]
+        visible = (self.slots <= position)[None]  # (1, T): the positions filled, this one included
+        for index, block in enumerate(transformer.h):
+            attention = block.attn
+            qkv = attention.c_attn(block.ln_1(x)).view(B, 1, 3, H, C // H).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, 1, D)
+            if config.qk_norm:
+                q, k = attention.q_norm(q), attention.k_norm(k)
+            if rope is not None:
+                q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+            keys, values = self.cache.keys[index], self.cache.values[index]
+            keys.index_copy_(2, position, k)
+            values.index_copy_(2, position, v)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+            x = x + attention.c_proj(y.transpose(1, 2).reshape(B, 1, C))
+            x = x + block.mlp(block.ln_2(x))
+        return model.lm_head(transformer.ln_f(x))[:, 0]
+
+    def _capture(self) -> None:
+        try:
+            # Warm-up on a side stream (lazy initialisation, allocator pools), as torch.cuda.graph asks.
+            # It writes this step's keys and values, which the replay then writes again.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._fixed_step()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.logits = self._fixed_step()
+            self.graph = graph
+        except RuntimeError as error:
+            warnings.warn(f"CUDA graph capture failed, decoding eagerly: {error}", stacklevel=3)
+            self.capture = False
+
+    def step(self, tokens: torch.Tensor, time_steps: torch.Tensor) -> torch.Tensor:
+        position = self.cache.length
+        if position >= self.capacity:
+            raise ValueError(f"the cache is full ({self.capacity} tokens): re-prime it first")
+        self.tokens.copy_(tokens)
+        self.time_steps.copy_(time_steps)
+        self.position.fill_(position)
+        if self.capture and self.graph is None:
+            self._capture()
+        if self.graph is not None and self.capture:
+            self.graph.replay()
+            logits = self.logits.clone()  # the next replay overwrites the buffer
+        else:
+            logits = self._fixed_step()
+        self.cache.length = position + 1
+        return logits
 
 
-def runner_for(model: GPT, batch_size: int, fast: bool = True) -> FastRunner | ModelRunner:
-    """FastRunner where asked for and able to compute this model, else ModelRunner."""
+RUNNERS = {"fast": FastRunner, "model": ModelRunner, "graph": GraphRunner}
+
+
+def runner_for(model: GPT, batch_size: int, fast: bool = True) -> FastRunner | ModelRunner | GraphRunner:
+    """With ``fast``: GraphRunner on a CUDA device, else FastRunner where it computes this model;
+    otherwise (or where neither applies) ModelRunner, the reference."""
+    if fast and next(model.parameters()).device.type == "cuda":
+        return GraphRunner(model, batch_size)
     return RUNNERS["fast" if fast and FastRunner.supports(model) else "model"](model, batch_size)
