@@ -41,9 +41,9 @@ def add_play_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         choices=("float32", "bfloat16"),
-        default="float32",
-        help="the weights' precision: bfloat16 halves what a CPU step reads (faster; notes differ from "
-        "float32's for the same seed)",
+        default="bfloat16",
+        help="the weights' precision (default bfloat16: a CPU step reads half the bytes, 1.3-1.8x faster, "
+        "for live playing; float32 plays the notes `generate` draws for the same seed)",
     )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=None)
