@@ -25,7 +25,8 @@ past its context. ``--onnx``: one more peer, ONNX Runtime running our model's pr
 as ONNX graphs with an explicit KV cache (``bench/onnx_peer.py``; same weights, sampled in numpy with
 the same top-k, without the note grammar, as HF), its logits checked against the model's before any
 timing; its threads: ``--threads`` or torch's count, as HF's (not with ``--sweep``/``--stream``).
-``--roofline``: only the bare decoding step at batch 1 (no sampling), ours and ONNX Runtime's, from
+``--roofline``: only the bare decoding step at batch 1 (no sampling), ours and ONNX Runtime's (with
+``--onnx``; also its float16 and int8-quantized graphs, the lower precisions ORT offers here), from
 position 256 to 767, against what the machine can read from memory: the bytes a step must read (every
 weight matrix, and the keys and values of every position so far) over its time, as a share of the
 read bandwidth one ``torch.sum`` over 512 MB reaches with the same threads.
@@ -293,13 +294,14 @@ def read_bandwidth(threads: int, megabytes: int = 512) -> float:
     return data.numel() * 4 / best
 
 
-def step_bytes(model: GPT, positions: range) -> float:
+def step_bytes(model: GPT, positions: range, matrix_bytes: int | None = None) -> float:
     """Bytes the decoding steps at ``positions`` must read at least: every weight but the position and
     music-time tables (a row each; the token table is read whole as the tied output head), plus the
-    keys and values (float32) of every position already cached; the weights in the model's dtype."""
+    keys and values (float32) of every position already cached; the weights in the model's dtype, or
+    matrices at ``matrix_bytes`` a weight."""
     config = model.config
     weights = sum(
-        p.numel() * p.element_size()
+        p.numel() * (matrix_bytes if matrix_bytes and p.dim() == 2 else p.element_size())
         for name, p in model.named_parameters()
         if not name.endswith(("wpe.weight", "wtime.weight"))
     )
@@ -330,7 +332,7 @@ def roofline(ours, tokenizer, prompt, repeats: int, onnx=None, ours16=None) -> N
         finally:
             os.environ.pop("PIANO_GPT_NATIVE")
 
-    def time_onnx_steps() -> float:
+    def time_onnx_steps(onnx=onnx) -> float:
         prompt_ids, prompt_time = onnx.prompt_inputs(prompt, 1)
         _, cache = onnx.prefill(prompt_ids, np.zeros_like(prompt_time))
         tokens, zeros = np.array([int(prompt[-1])]), np.zeros(1, np.int64)
@@ -342,6 +344,13 @@ def roofline(ours, tokenizer, prompt, repeats: int, onnx=None, ours16=None) -> N
     kinds = {"ours": time_ours_steps}
     if onnx is not None:
         kinds["ONNX Runtime"] = time_onnx_steps
+        # ORT's lower precisions on this CPU, for the bfloat16 row's sake (not the same weights).
+        for precision, size in (("float16", 2), ("int8", 1)):
+            name = f"ONNX Runtime, {precision} weights"
+            lower, worst = onnx_peer(ours, tokenizer, prompt, precision)
+            kinds[name] = lambda lower=lower: time_onnx_steps(lower)
+            need[name] = step_bytes(ours, positions, size)
+            print(f"# {name}: logits vs GPT.forward max |diff| {worst:.1e}")
     if ours16 is not None:
         kinds["ours, bfloat16 model"] = lambda: time_ours_steps(ours16)
         need["ours, bfloat16 model"] = step_bytes(ours16, positions)
@@ -367,15 +376,20 @@ def roofline(ours, tokenizer, prompt, repeats: int, onnx=None, ours16=None) -> N
             print(f"{name} / ONNX Runtime, bare steps: x{ratio:.2f}")
 
 
-def onnx_peer(ours, tokenizer, prompt):
-    """The ONNX Runtime peer (export, sessions), its logits checked against ours, warmed up."""
+def onnx_peer(ours, tokenizer, prompt, precision: str = "float32"):
+    """The ONNX Runtime peer (export, sessions), its logits checked against ours, warmed up. In a lower
+    ``precision``: (the peer, its largest logit difference), unchecked."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from onnx_peer import OnnxPeer, check_logits
 
     threads = torch.get_num_threads()
     start = time.perf_counter()
-    peer = OnnxPeer(ours, tokenizer, threads)
+    peer = OnnxPeer(ours, tokenizer, threads, precision=precision)
     built = time.perf_counter() - start
+    if precision != "float32":
+        worst = check_logits(peer, ours, prompt, atol=None)
+        time_onnx(peer, prompt, 1, 16)
+        return peer, worst
     worst = check_logits(peer, ours, prompt)
     import onnxruntime
 
