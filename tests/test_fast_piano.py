@@ -134,10 +134,8 @@ def test_runner_for_picks_the_fast_runner_for_both_families():
         assert isinstance(runner_for(model, 2, fast=False), ModelRunner)
 
 
-@pytest.mark.parametrize("use_native", STEPS)
-def test_piano_sampling_through_window_slides_equals_the_reference(use_native, monkeypatch):
-    """The engine with FastRunner gives the reference path's tokens for the piano family, greedy
-    and sampled, over a continuation that slides its 48-token window several times."""
+def piano_model_and_prompt() -> tuple[GPT, ExponentialTimeTokenizer, list[int]]:
+    """A 2-layer piano model on the real vocabulary (logits of a few units) and a 20-token prompt."""
     tokenizer = ExponentialTimeTokenizer()
     torch.manual_seed(0)
     config = GPTConfig(
@@ -149,15 +147,22 @@ def test_piano_sampling_through_window_slides_equals_the_reference(use_native, m
         for parameter in model.parameters():
             if parameter.dim() == 2:
                 parameter.normal_(0.0, 1.0 / parameter.size(1) ** 0.5)
-    if not use_native:
-        monkeypatch.setenv("PIANO_GPT_NATIVE", "0")
-    used = []
-    monkeypatch.setattr(engine, "runner_for", lambda *a: used.append(runner_for(*a)) or used[-1])
     start = np.arange(8) * 0.25 + 1.0
     notes = make_notes(
         [60, 64, 67, 72, 48, 55, 62, 65], [70, 80, 90, 100, 60, 70, 80, 90], start, start + 0.3
     )
-    prompt = tokenizer.encode(notes)[:20]
+    return model, tokenizer, tokenizer.encode(notes)[:20]
+
+
+@pytest.mark.parametrize("use_native", STEPS)
+def test_piano_sampling_through_window_slides_equals_the_reference(use_native, monkeypatch):
+    """The engine with FastRunner gives the reference path's tokens for the piano family, greedy
+    and sampled, over a continuation that slides its 48-token window several times."""
+    model, tokenizer, prompt = piano_model_and_prompt()
+    if not use_native:
+        monkeypatch.setenv("PIANO_GPT_NATIVE", "0")
+    used = []
+    monkeypatch.setattr(engine, "runner_for", lambda *a: used.append(runner_for(*a)) or used[-1])
     for options in (dict(temperature=0), dict(temperature=1.0, n_samples=3, seed=4)):
         fast = sample_ids(model, tokenizer, prompt, max_new_tokens=120, fast=True, **options)
         reference = sample_ids(model, tokenizer, prompt, max_new_tokens=120, fast=False, **options)

@@ -2,16 +2,12 @@
 eagerly (``capture=False``) and must give ModelRunner's logits for every switch of GPTConfig, through
 a shared prompt and a slid window; on a CUDA device the captured graph must give the eager step's."""
 
-import numpy as np
 import pytest
 import torch
-from test_fast_piano import BLOCK, LOGITS_ATOL, SWITCHES, decode, inputs, random_model
+from test_fast_piano import BLOCK, LOGITS_ATOL, SWITCHES, decode, inputs, piano_model_and_prompt, random_model
 
 from piano_gpt.generation import engine, sample_ids
 from piano_gpt.generation.runner import GraphRunner, ModelRunner, runner_for
-from piano_gpt.midi import make_notes
-from piano_gpt.model import GPT, GPTConfig
-from piano_gpt.tokenizers import ExponentialTimeTokenizer
 
 
 def compare(model, batch: int, shared: bool, device: str, capture: bool) -> None:
@@ -73,17 +69,7 @@ def test_a_step_writes_only_its_own_position():
 def test_generation_through_the_fixed_step_draws_the_reference_notes(monkeypatch):
     """The whole engine (grammar, windows slid past the context) on the fixed-shape step draws, for a
     seed, the ids the reference runner draws, greedy and sampled."""
-    tokenizer = ExponentialTimeTokenizer()
-    torch.manual_seed(0)
-    config = GPTConfig(
-        block_size=BLOCK, vocab_size=tokenizer.vocab_size, n_layer=2, n_head=4, n_embd=128,
-        **SWITCHES["piano"],
-    )  # fmt: skip
-    model = GPT(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0.0, 1.0 / parameter.size(1) ** 0.5)
+    model, tokenizer, prompt = piano_model_and_prompt()
     used = []
 
     def graph_runner(model, batch_size, fast=True):
@@ -91,11 +77,6 @@ def test_generation_through_the_fixed_step_draws_the_reference_notes(monkeypatch
         return used[-1]
 
     monkeypatch.setattr(engine, "runner_for", graph_runner)
-    start = np.arange(8) * 0.25 + 1.0
-    notes = make_notes(
-        [60, 64, 67, 72, 48, 55, 62, 65], [70, 80, 90, 100, 60, 70, 80, 90], start, start + 0.3
-    )
-    prompt = tokenizer.encode(notes)[:20]
     for options in (dict(temperature=0), dict(temperature=1.0, n_samples=3, seed=4)):
         fixed = sample_ids(model, tokenizer, prompt, max_new_tokens=120, fast=True, **options)
         reference = sample_ids(model, tokenizer, prompt, max_new_tokens=120, fast=False, **options)
