@@ -130,13 +130,34 @@ static inline void pg_store(float *y, const float *bias, int64_t o, int64_t N, i
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define PG_SIMD 1
+/* Weights are prefetched this many bytes ahead of the ones being read: the hardware prefetcher alone
+   leaves a batch-1 step ~15-20% short of what one core can read (bench/RESULTS.md). */
+#define PG_AHEAD_BYTES 8192
+
+/* 16 weights from element i of a row: float32, or bfloat16 widened in registers (a bfloat16 number is
+   the top half of the float32 one). `bf16` is a constant wherever this is inlined. */
+static inline __m512 pg_load16(const void *w, int64_t i, const int bf16) {
+    if (bf16) {
+        __m256i half = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+    }
+    return _mm512_loadu_ps((const float *)w + i);
+}
+
+/* Prefetches the cache lines of elements i .. i + n - 1, PG_AHEAD_BYTES ahead. */
+static inline void pg_ahead(const void *w, int64_t i, int64_t n, const int bf16) {
+    const int size = bf16 ? 2 : 4;
+    const char *at = (const char *)w + i * size + PG_AHEAD_BYTES;
+    for (int64_t b = 0; b < n * size; b += 64) _mm_prefetch(at + b, _MM_HINT_T0);
+}
 
 /* Sums W[o] . x[r] for G rows (G <= 4, a constant after inlining), two accumulators per row. */
-static inline void pg_dots(const float *w, const float *x, int64_t K, int G, float *sums) {
+static inline void pg_dots(const void *w, const float *x, int64_t K, int G, float *sums, const int bf16) {
     __m512 a[4][2];
     for (int g = 0; g < G; g++) a[g][0] = a[g][1] = _mm512_setzero_ps();
     for (int64_t i = 0; i < K; i += 32) {
-        __m512 w0 = _mm512_loadu_ps(w + i), w1 = _mm512_loadu_ps(w + i + 16);
+        pg_ahead(w, i, 32, bf16);
+        __m512 w0 = pg_load16(w, i, bf16), w1 = pg_load16(w, i + 16, bf16);
         for (int g = 0; g < G; g++) {
             a[g][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + g * K + i), a[g][0]);
             a[g][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + g * K + i + 16), a[g][1]);
@@ -146,34 +167,41 @@ static inline void pg_dots(const float *w, const float *x, int64_t K, int G, flo
 }
 
 /* W[o] . x for one row: four accumulators along the row. */
-static inline float pg_dot1(const float *w, const float *x, int64_t K) {
+static inline float pg_dot1(const void *w, const float *x, int64_t K, const int bf16) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t i = 0; i < K; i += 64) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 32), _mm512_loadu_ps(x + i + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 48), _mm512_loadu_ps(x + i + 48), a3);
+        pg_ahead(w, i, 64, bf16);
+        a0 = _mm512_fmadd_ps(pg_load16(w, i, bf16), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(pg_load16(w, i + 16, bf16), _mm512_loadu_ps(x + i + 16), a1);
+        a2 = _mm512_fmadd_ps(pg_load16(w, i + 32, bf16), _mm512_loadu_ps(x + i + 32), a2);
+        a3 = _mm512_fmadd_ps(pg_load16(w, i + 48, bf16), _mm512_loadu_ps(x + i + 48), a3);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+/* sums[g] = W[o] . x[g] for G <= 4 rows of x (K apart); K a multiple of 64. */
+static inline void pg_dots_any(const void *w, const float *x, int64_t K, int64_t G, float *sums, const int bf16) {
+    switch (G) {
+        case 1: sums[0] = pg_dot1(w, x, K, bf16); return;
+        case 2: pg_dots(w, x, K, 2, sums, bf16); return;
+        case 3: pg_dots(w, x, K, 3, sums, bf16); return;
+        default: pg_dots(w, x, K, 4, sums, bf16); return;
+    }
+}
+
+/* Row o of an (N, K) matrix where it lies, float32 or bfloat16. */
+static inline const void *pg_row_at(const void *W, int64_t o, int64_t K, const int bf16) {
+    return bf16 ? (const void *)((const uint16_t *)W + o * K) : (const void *)((const float *)W + o * K);
 }
 #endif
 
 #define PG_MAX_K 16384 /* the longest matrix row a bfloat16 model may have */
 
-/* Row o of an (N, K) weight matrix as float32 numbers: where it lies for float32 weights; bfloat16
-   ones widened into `buffer` (half the bytes read from memory, which bounds a batch-1 step). */
+/* Row o of an (N, K) weight matrix as float32 numbers (the paths without AVX-512, or with rows that
+   are not a multiple of 64): where it lies for float32 weights; bfloat16 ones widened into `buffer`. */
 static inline const float *pg_row(const void *W, int64_t bf16, int64_t o, int64_t K, float *buffer) {
     if (!bf16) return (const float *)W + o * K;
     const uint16_t *w = (const uint16_t *)W + o * K;
-#if PG_SIMD
-    if (K % 16 == 0) {
-        for (int64_t i = 0; i < K; i += 16) {
-            __m256i half = _mm256_loadu_si256((const __m256i *)(w + i));
-            _mm512_storeu_si512(buffer + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
-        }
-        return buffer;
-    }
-#endif
     for (int64_t i = 0; i < K; i++) {
         uint32_t bits = (uint32_t)w[i] << 16;
         memcpy(buffer + i, &bits, sizeof bits);
@@ -181,18 +209,8 @@ static inline const float *pg_row(const void *W, int64_t bf16, int64_t o, int64_
     return buffer;
 }
 
-/* sums[g] = w . x[g] for G <= 4 rows of x (K apart). */
+/* sums[g] = w . x[g] for G rows of x (K apart), plain loops. */
 static inline void pg_rows(const float *w, const float *x, int64_t K, int64_t G, float *sums) {
-#if PG_SIMD
-    if (K % 64 == 0) {
-        switch (G) {
-            case 1: sums[0] = pg_dot1(w, x, K); return;
-            case 2: pg_dots(w, x, K, 2, sums); return;
-            case 3: pg_dots(w, x, K, 3, sums); return;
-            default: pg_dots(w, x, K, 4, sums); return;
-        }
-    }
-#endif
     for (int64_t g = 0; g < G; g++) {
         const float *xr = x + g * K;
         float acc = 0.f;
@@ -204,21 +222,46 @@ static inline void pg_rows(const float *w, const float *x, int64_t K, int64_t G,
 
 /* SwiGLU: y[r, o] = silu(gate) * up, gate = W[o] . x[r] + bias[o], up = W[N + o] . x[r] + bias[N + o],
    for outputs o < N; W is (2N, K). Work-shared over o: each output reads its two rows of W. */
+static inline void pg_swiglu_out(float *y, const float *bias, int64_t o, int64_t N, int64_t r, float gate, float up) {
+    const float a = gate + (bias ? bias[o] : 0.f), u = up + (bias ? bias[N + o] : 0.f);
+    y[r * N + o] = a / (1.f + expf(-a)) * u;
+}
+
+#if PG_SIMD
+static inline void pg_swiglu_simd(const void *W, const float *bias, const float *x, float *y, int64_t N,
+                                  int64_t K, int64_t R, const int bf16) {
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < N; o++) {
+        const void *wg = pg_row_at(W, o, K, bf16), *wu = pg_row_at(W, N + o, K, bf16);
+        for (int64_t r = 0; r < R; r += 4) {
+            const int64_t G = R - r < 4 ? R - r : 4;
+            float gate[4], up[4];
+            pg_dots_any(wg, x + r * K, K, G, gate, bf16);
+            pg_dots_any(wu, x + r * K, K, G, up, bf16);
+            for (int64_t g = 0; g < G; g++) pg_swiglu_out(y, bias, o, N, r + g, gate[g], up[g]);
+        }
+    }
+}
+#endif
+
 static void pg_linear_swiglu(const void *W, int64_t bf16, const float *bias, const float *x, float *y,
                              int64_t N, int64_t K, int64_t R) {
+#if PG_SIMD
+    if (K % 64 == 0) {
+        if (bf16) pg_swiglu_simd(W, bias, x, y, N, K, R, 1);
+        else pg_swiglu_simd(W, bias, x, y, N, K, R, 0);
+        return;
+    }
+#endif
     float gate_row[bf16 ? K : 1], up_row[bf16 ? K : 1];
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < N; o++) {
         const float *wg = pg_row(W, bf16, o, K, gate_row), *wu = pg_row(W, bf16, N + o, K, up_row);
-        for (int64_t r = 0; r < R; r += 4) {
-            const int64_t G = R - r < 4 ? R - r : 4;
-            float gate[4], up[4];
-            pg_rows(wg, x + r * K, K, G, gate);
-            pg_rows(wu, x + r * K, K, G, up);
-            for (int64_t g = 0; g < G; g++) {
-                const float a = gate[g] + (bias ? bias[o] : 0.f), u = up[g] + (bias ? bias[N + o] : 0.f);
-                y[(r + g) * N + o] = a / (1.f + expf(-a)) * u;
-            }
+        for (int64_t r = 0; r < R; r++) {
+            float gate, up;
+            pg_rows(wg, x + r * K, K, 1, &gate);
+            pg_rows(wu, x + r * K, K, 1, &up);
+            pg_swiglu_out(y, bias, o, N, r, gate, up);
         }
     }
 }
@@ -226,41 +269,38 @@ static void pg_linear_swiglu(const void *W, int64_t bf16, const float *bias, con
 /* y[r, o] (=, +=, = gelu of) W[o] . x[r] + bias[o] for rows r < R, outputs o < N; W is (N, K).
    Work-shared over outputs (inside a parallel region): each thread streams one contiguous block of
    W, one row of W at a time, against every row of x. */
+#if PG_SIMD
+static inline void pg_linear_simd(const void *W, const float *bias, const float *x, float *y, int64_t N,
+                                  int64_t K, int64_t R, int mode, const int bf16) {
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < N; o++) {
+        const void *w = pg_row_at(W, o, K, bf16);
+        for (int64_t r = 0; r < R; r += 4) {
+            float sums[4];
+            const int64_t G = R - r < 4 ? R - r : 4;
+            pg_dots_any(w, x + r * K, K, G, sums, bf16);
+            for (int64_t g = 0; g < G; g++) pg_store(y, bias, o, N, r + g, sums[g], mode);
+        }
+    }
+}
+#endif
+
 static void pg_linear(const void *W, int64_t bf16, const float *bias, const float *x, float *y, int64_t N,
                       int64_t K, int64_t R, int mode) {
-    float row[bf16 ? K : 1];
 #if PG_SIMD
     if (K % 64 == 0) {
-#pragma omp for schedule(static)
-        for (int64_t o = 0; o < N; o++) {
-            const float *w = pg_row(W, bf16, o, K, row);
-            if (R == 1) {
-                pg_store(y, bias, o, N, 0, pg_dot1(w, x, K), mode);
-                continue;
-            }
-            for (int64_t r = 0; r < R; r += 4) {
-                float sums[4];
-                int64_t G = R - r;
-                switch (G) {
-                    case 1: sums[0] = pg_dot1(w, x + r * K, K); break;
-                    case 2: pg_dots(w, x + r * K, K, 2, sums); break;
-                    case 3: pg_dots(w, x + r * K, K, 3, sums); break;
-                    default: G = 4; pg_dots(w, x + r * K, K, 4, sums); break;
-                }
-                for (int64_t g = 0; g < G; g++) pg_store(y, bias, o, N, r + g, sums[g], mode);
-            }
-        }
+        if (bf16) pg_linear_simd(W, bias, x, y, N, K, R, mode, 1);
+        else pg_linear_simd(W, bias, x, y, N, K, R, mode, 0);
         return;
     }
 #endif
+    float row[bf16 ? K : 1];
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < N; o++) {
         const float *w = pg_row(W, bf16, o, K, row);
         for (int64_t r = 0; r < R; r++) {
-            const float *xr = x + r * K;
-            float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t i = 0; i < K; i++) acc += w[i] * xr[i];
+            float acc;
+            pg_rows(w, x + r * K, K, 1, &acc);
             pg_store(y, bias, o, N, r, acc, mode);
         }
     }
