@@ -110,6 +110,7 @@ def test_play_without_a_midi_output_writes_the_stream_to_a_file(tmp_path, monkey
     assert status == 0
     assert "no MIDI output port on this machine: trying the sound device\n" in printed
     assert f"no sound output device on this machine: writing the stream to {out} as it goes" in printed
+    assert "decoding in bfloat16 (--precision float32: the notes `generate` draws for seed 3)\n" in printed
     # By default the model plays in bfloat16: the notes generate draws from that model for the seed.
     bfloat16 = GPT(config).eval()
     bfloat16.load_state_dict(model.state_dict())

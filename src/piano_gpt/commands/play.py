@@ -148,6 +148,11 @@ def play_command(args: argparse.Namespace) -> int:
     try:
         model, tokenizer, _ = load_checkpoint(args.checkpoint, device=pick_device("auto"))
         model = model.to(getattr(torch, args.precision))
+        if args.precision != "float32":
+            print(
+                f"decoding in {args.precision} (--precision float32: the notes `generate` draws for seed {args.seed})",
+                flush=True,
+            )
         config = GenerationConfig(
             seed=args.seed,
             temperature=args.temperature,
