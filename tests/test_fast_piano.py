@@ -2,6 +2,8 @@
 GPTConfig alone: the same logits as ModelRunner (GPT.forward with its KV cache) and as the uncached
 model, for a prompt, many steps, a shared prompt and a slid (re-primed) window."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,53 @@ def test_a_bfloat16_model_steps_as_float32_on_its_rounded_weights(switches, batc
         torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m, step=step: f"call {step}: {m}")
     worst = max((a - b.float()).abs().max().item() for a, b in zip(ours, plain))
     assert 1e-3 < worst < 0.5  # bfloat16 arithmetic (the PyTorch step) differs more, yet is the same model
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as file:
+            return next(
+                (set(line.split(":", 1)[1].split()) for line in file if line.startswith("flags")), set()
+            )
+    except OSError:
+        return set()
+
+
+@functools.cache
+def avx2_build():
+    """The compiled step built for AVX2 and FMA only (``-march=x86-64-v3``): the vector path of the many
+    CPUs without AVX-512, compiled and run here too where this CPU has AVX2 (else None)."""
+    if not {"avx2", "fma"} <= cpu_flags() or native.library() is None:
+        return None
+    flags = ["-march=x86-64-v3" if flag == "-march=native" else flag for flag in native.FLAGS]
+    saved = native.FLAGS
+    native.FLAGS = flags
+    try:
+        return native._build()
+    except RuntimeError:  # a compiler without -march=x86-64-v3
+        return None
+    finally:
+        native.FLAGS = saved
+
+
+@pytest.mark.parametrize("batch, shared", [(1, False), (3, True)])
+@pytest.mark.parametrize("switches", ["gpt2", "piano", "piano_bias"])
+def test_the_avx2_build_computes_the_same_step(switches, batch, shared, monkeypatch):
+    """Its float32 step gives ModelRunner's logits; a bfloat16 model's, the float32 step's on the
+    rounded weights (both through the 8-lane intrinsics, not the plain loops)."""
+    library = avx2_build()
+    if library is None:
+        pytest.skip("no AVX2 and FMA on this CPU, or no compiler for -march=x86-64-v3")
+    monkeypatch.setattr(native, "_library", library)
+    assert library.pg_vector_lanes() == 8
+    test_fast_runner_equals_model_runner(SWITCHES[switches], batch, shared, True)
+    test_a_bfloat16_model_steps_as_float32_on_its_rounded_weights(SWITCHES[switches], batch, shared)
+
+
+@needs_native
+def test_the_native_build_uses_the_widest_vectors_this_cpu_has():
+    flags = cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo to read this CPU's vector extensions from")
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 1
+    assert native.library().pg_vector_lanes() == lanes

@@ -20,9 +20,9 @@ text, the flags and the CPU (an edited source recompiles), and loaded from there
 compiler is found, the build fails or ``PIANO_GPT_NATIVE=0`` is set, :func:`library` gives ``None``
 (:func:`unavailable_reason` says why) and the runner keeps its PyTorch step. OpenMP: on Linux, where
 PyTorch ships ``libgomp``, the library binds to the copy PyTorch has already loaded (same soname), so
-both share one thread pool; the step runs on ``torch.get_num_threads()`` threads. With AVX-512 the
-matrix-vector products use intrinsics; elsewhere plain loops the compiler vectorises (same results to
-rounding).
+both share one thread pool; the step runs on ``torch.get_num_threads()`` threads. With AVX-512, or
+AVX2 and FMA, the matrix-vector products use intrinsics (bfloat16 weights widened in registers);
+elsewhere plain loops the compiler vectorises (same results to rounding).
 """
 
 from __future__ import annotations

@@ -127,21 +127,46 @@ static inline void pg_store(float *y, const float *bias, int64_t o, int64_t N, i
     pg_out(y + r * N + o, v + (bias ? bias[o] : 0.f), mode);
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #define PG_SIMD 1
 /* Weights are prefetched this many bytes ahead of the ones being read: the hardware prefetcher alone
    leaves a batch-1 step ~15-20% short of what one core can read (bench/RESULTS.md). */
 #define PG_AHEAD_BYTES 8192
 
-/* 16 weights from element i of a row: float32, or bfloat16 widened in registers (a bfloat16 number is
-   the top half of the float32 one). `bf16` is a constant wherever this is inlined. */
-static inline __m512 pg_load16(const void *w, int64_t i, const int bf16) {
-    if (bf16) {
-        __m256i half = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
-    }
-    return _mm512_loadu_ps((const float *)w + i);
+/* One vector of float32 lanes: 16 with AVX-512, 8 with AVX2. A bfloat16 weight is the top half of the
+   float32 one: pg_widen loads PG_LANES of them and shifts each into place, in registers. */
+#if defined(__AVX512F__)
+#define PG_LANES 16
+typedef __m512 pg_vec;
+#define pg_zero() _mm512_setzero_ps()
+#define pg_loadu(p) _mm512_loadu_ps(p)
+#define pg_fmadd(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define pg_add(a, b) _mm512_add_ps(a, b)
+#define pg_hsum(v) _mm512_reduce_add_ps(v)
+static inline pg_vec pg_widen(const uint16_t *w) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16));
+}
+#else
+#define PG_LANES 8
+typedef __m256 pg_vec;
+#define pg_zero() _mm256_setzero_ps()
+#define pg_loadu(p) _mm256_loadu_ps(p)
+#define pg_fmadd(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define pg_add(a, b) _mm256_add_ps(a, b)
+static inline float pg_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+static inline pg_vec pg_widen(const uint16_t *w) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)w)), 16));
+}
+#endif
+
+/* PG_LANES weights from element i of a row, float32 or bfloat16 (`bf16`: a constant wherever inlined). */
+static inline pg_vec pg_load(const void *w, int64_t i, const int bf16) {
+    return bf16 ? pg_widen((const uint16_t *)w + i) : pg_loadu((const float *)w + i);
 }
 
 /* Prefetches the cache lines of elements i .. i + n - 1, PG_AHEAD_BYTES ahead. */
@@ -153,30 +178,30 @@ static inline void pg_ahead(const void *w, int64_t i, int64_t n, const int bf16)
 
 /* Sums W[o] . x[r] for G rows (G <= 4, a constant after inlining), two accumulators per row. */
 static inline void pg_dots(const void *w, const float *x, int64_t K, int G, float *sums, const int bf16) {
-    __m512 a[4][2];
-    for (int g = 0; g < G; g++) a[g][0] = a[g][1] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < K; i += 32) {
-        pg_ahead(w, i, 32, bf16);
-        __m512 w0 = pg_load16(w, i, bf16), w1 = pg_load16(w, i + 16, bf16);
+    pg_vec a[4][2];
+    for (int g = 0; g < G; g++) a[g][0] = a[g][1] = pg_zero();
+    for (int64_t i = 0; i < K; i += 2 * PG_LANES) {
+        pg_ahead(w, i, 2 * PG_LANES, bf16);
+        pg_vec w0 = pg_load(w, i, bf16), w1 = pg_load(w, i + PG_LANES, bf16);
         for (int g = 0; g < G; g++) {
-            a[g][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + g * K + i), a[g][0]);
-            a[g][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + g * K + i + 16), a[g][1]);
+            a[g][0] = pg_fmadd(w0, pg_loadu(x + g * K + i), a[g][0]);
+            a[g][1] = pg_fmadd(w1, pg_loadu(x + g * K + i + PG_LANES), a[g][1]);
         }
     }
-    for (int g = 0; g < G; g++) sums[g] = _mm512_reduce_add_ps(_mm512_add_ps(a[g][0], a[g][1]));
+    for (int g = 0; g < G; g++) sums[g] = pg_hsum(pg_add(a[g][0], a[g][1]));
 }
 
 /* W[o] . x for one row: four accumulators along the row. */
 static inline float pg_dot1(const void *w, const float *x, int64_t K, const int bf16) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t i = 0; i < K; i += 64) {
-        pg_ahead(w, i, 64, bf16);
-        a0 = _mm512_fmadd_ps(pg_load16(w, i, bf16), _mm512_loadu_ps(x + i), a0);
-        a1 = _mm512_fmadd_ps(pg_load16(w, i + 16, bf16), _mm512_loadu_ps(x + i + 16), a1);
-        a2 = _mm512_fmadd_ps(pg_load16(w, i + 32, bf16), _mm512_loadu_ps(x + i + 32), a2);
-        a3 = _mm512_fmadd_ps(pg_load16(w, i + 48, bf16), _mm512_loadu_ps(x + i + 48), a3);
+    pg_vec a0 = pg_zero(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < K; i += 4 * PG_LANES) {
+        pg_ahead(w, i, 4 * PG_LANES, bf16);
+        a0 = pg_fmadd(pg_load(w, i, bf16), pg_loadu(x + i), a0);
+        a1 = pg_fmadd(pg_load(w, i + PG_LANES, bf16), pg_loadu(x + i + PG_LANES), a1);
+        a2 = pg_fmadd(pg_load(w, i + 2 * PG_LANES, bf16), pg_loadu(x + i + 2 * PG_LANES), a2);
+        a3 = pg_fmadd(pg_load(w, i + 3 * PG_LANES, bf16), pg_loadu(x + i + 3 * PG_LANES), a3);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    return pg_hsum(pg_add(pg_add(a0, a1), pg_add(a2, a3)));
 }
 
 /* sums[g] = W[o] . x[g] for G <= 4 rows of x (K apart); K a multiple of 64. */
@@ -197,8 +222,18 @@ static inline const void *pg_row_at(const void *W, int64_t o, int64_t K, const i
 
 #define PG_MAX_K 16384 /* the longest matrix row a bfloat16 model may have */
 
-/* Row o of an (N, K) weight matrix as float32 numbers (the paths without AVX-512, or with rows that
-   are not a multiple of 64): where it lies for float32 weights; bfloat16 ones widened into `buffer`. */
+/* The float32 lanes of the matrix-vector products: 16 (AVX-512), 8 (AVX2 and FMA), 1 (plain loops). */
+int pg_vector_lanes(void) {
+#if PG_SIMD
+    return PG_LANES;
+#else
+    return 1;
+#endif
+}
+
+/* Row o of an (N, K) weight matrix as float32 numbers (the paths without AVX-512 or AVX2, or with
+   rows that are not a multiple of 64): where it lies for float32 weights; bfloat16 ones widened into
+   `buffer`. */
 static inline const float *pg_row(const void *W, int64_t bf16, int64_t o, int64_t K, float *buffer) {
     if (!bf16) return (const float *)W + o * K;
     const uint16_t *w = (const uint16_t *)W + o * K;
@@ -209,15 +244,13 @@ static inline const float *pg_row(const void *W, int64_t bf16, int64_t o, int64_
     return buffer;
 }
 
-/* sums[g] = w . x[g] for G rows of x (K apart), plain loops. */
-static inline void pg_rows(const float *w, const float *x, int64_t K, int64_t G, float *sums) {
-    for (int64_t g = 0; g < G; g++) {
-        const float *xr = x + g * K;
-        float acc = 0.f;
+/* w . x, a plain loop (vectorised by the compiler: a result returned, not stored through a pointer,
+   which kept GCC from vectorising it for AVX2 at 6x the time). */
+static inline float pg_dot_plain(const float *w, const float *x, int64_t K) {
+    float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-        for (int64_t i = 0; i < K; i++) acc += w[i] * xr[i];
-        sums[g] = acc;
-    }
+    for (int64_t i = 0; i < K; i++) acc += w[i] * x[i];
+    return acc;
 }
 
 /* SwiGLU: y[r, o] = silu(gate) * up, gate = W[o] . x[r] + bias[o], up = W[N + o] . x[r] + bias[N + o],
@@ -257,12 +290,8 @@ static void pg_linear_swiglu(const void *W, int64_t bf16, const float *bias, con
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < N; o++) {
         const float *wg = pg_row(W, bf16, o, K, gate_row), *wu = pg_row(W, bf16, N + o, K, up_row);
-        for (int64_t r = 0; r < R; r++) {
-            float gate, up;
-            pg_rows(wg, x + r * K, K, 1, &gate);
-            pg_rows(wu, x + r * K, K, 1, &up);
-            pg_swiglu_out(y, bias, o, N, r, gate, up);
-        }
+        for (int64_t r = 0; r < R; r++)
+            pg_swiglu_out(y, bias, o, N, r, pg_dot_plain(wg, x + r * K, K), pg_dot_plain(wu, x + r * K, K));
     }
 }
 
@@ -298,11 +327,7 @@ static void pg_linear(const void *W, int64_t bf16, const float *bias, const floa
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < N; o++) {
         const float *w = pg_row(W, bf16, o, K, row);
-        for (int64_t r = 0; r < R; r++) {
-            float acc;
-            pg_rows(w, x + r * K, K, 1, &acc);
-            pg_store(y, bias, o, N, r, acc, mode);
-        }
+        for (int64_t r = 0; r < R; r++) pg_store(y, bias, o, N, r, pg_dot_plain(w, x + r * K, K), mode);
     }
 }
 
