@@ -30,7 +30,8 @@ timing; its threads: ``--threads`` or torch's count, as HF's (not with ``--sweep
 position 256 to 767, against what the machine can read from memory: the bytes a step must read (every
 weight matrix, and the keys and values of every position so far) over its time, as a share of the
 read bandwidth one ``torch.sum`` over 512 MB reaches with the same threads.
-``--cuda-graphs``: only, on a CUDA device: our default GPU decoding (``GraphRunner``: each step replayed
+``--march x86-64-v3``: our compiled step built for AVX2 and FMA without AVX-512 (the many CPUs without
+it), not for this CPU. ``--cuda-graphs``: only, on a CUDA device: our default GPU decoding (``GraphRunner``: each step replayed
 from one captured CUDA graph) against the same fixed-shape step run eagerly and the eager reference path
 (``GPT.forward`` + ``KVCache``), batch 1 and 8, with this machine's CPU (the compiled step) beside them;
 without a CUDA device it says so and times nothing.
@@ -419,7 +420,14 @@ def main() -> None:
     parser.add_argument(
         "--cuda-graphs", action="store_true", help="only: CUDA-graph steps vs eager, on a GPU"
     )
+    parser.add_argument(
+        "--march",
+        default=None,
+        help="build our compiled step for this -march instead of native (x86-64-v3: AVX2 and FMA, no AVX-512)",
+    )
     args = parser.parse_args()
+    if args.march:
+        native.FLAGS = [f"-march={args.march}" if flag == "-march=native" else flag for flag in native.FLAGS]
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -500,7 +508,8 @@ def run(args) -> None:
     print(f"# ours: {ours.num_parameters() / 1e6:.1f}M parameters; HF: {hf.num_parameters() / 1e6:.1f}M")
     print(
         f"# compiled step: {'loaded' if compiled else 'UNAVAILABLE: ' + str(native.unavailable_reason())} "
-        f"({build:.2f} s to build or load)"
+        f"({build:.2f} s to build or load; {' '.join(f for f in native.FLAGS if f.startswith('-march'))}, "
+        f"{native.library().pg_vector_lanes() if compiled else 0} float32 lanes)"
     )
     print(f"# {args.busy} busy process(es) of this benchmark running meanwhile")
     # Warm-up (allocations, kernels' first calls).
