@@ -1,5 +1,6 @@
 """The thread choice of a generation (generation/threads.py)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,5 +140,44 @@ def test_every_core_only_while_it_times_faster(monkeypatch):
         choice.restore()
         choice = ThreadChoice(timed=False)
         assert set(run(2000)) == {2}
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_probes_back_off_while_one_thread_stays_slower(monkeypatch):
+    """Two threads steadily 3x faster than one: after the first probes, one-thread steps come half as
+    often each time (up to MAX_PROBE_SECONDS apart); contention that then appears is still found within
+    that, and the probes come every PROBE_SECONDS again."""
+    saved = torch.get_num_threads()
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads_module, "_runnable_others", lambda: 0)
+    clock = [100.0]
+    monkeypatch.setattr(threads_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(threads_module, "_cpu_seconds", lambda: (50.0 + clock[0], clock[0]))  # others idle
+    seconds_a_step = {1: 0.003, 2: 0.001}
+
+    def run(seconds: float) -> list[tuple[float, int]]:
+        steps, end = [], clock[0] + seconds
+        while clock[0] < end:
+            threads = choice.current()
+            steps.append((clock[0], threads))
+            clock[0] += seconds_a_step[threads]
+        return steps
+
+    try:
+        torch.set_num_threads(2)
+        choice = ThreadChoice()
+        steps = run(12.0)
+        one_thread = [t for t, n in steps if n == 1]
+        probes = [t for i, t in enumerate(one_thread) if i == 0 or t - one_thread[i - 1] > 0.1]
+        gaps = np.diff(probes)
+        # every 0.5 s this would be 24 probes; backing off: 1, 2, 4, 4, ... seconds apart
+        assert 4 <= len(probes) <= 7, probes
+        assert gaps[-1] == pytest.approx(threads_module.MAX_PROBE_SECONDS, abs=0.05)
+        assert all(b >= a - 0.05 for a, b in zip(gaps, gaps[1:]))  # never closer together
+        seconds_a_step[2] = 0.006  # contention appears: two threads now 2x slower than one
+        steps = run(threads_module.MAX_PROBE_SECONDS + 0.5)
+        assert steps[-1][1] == 1  # found by the next probe
+        assert choice.probe_seconds == threads_module.PROBE_SECONDS
     finally:
         torch.set_num_threads(saved)

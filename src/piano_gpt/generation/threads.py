@@ -13,7 +13,8 @@ Some contention never shows there: a virtual machine's cores shared with its hos
 memory bandwidth taken by them. So while the load allows every core, the steps themselves are timed
 (the time between calls of :meth:`ThreadChoice.current`, once a step) and, every ``PROBE_SECONDS``, a
 few steps run on the count not in use: one thread is kept until the next probe where its median step
-is clearly faster (``ONE_THREAD_MARGIN``), every core otherwise. Only where the thread count cannot
+is clearly faster (``ONE_THREAD_MARGIN``), every core otherwise. While every core is in use and the
+probes keep finding one thread clearly slower, they come less often (up to ``MAX_PROBE_SECONDS``). Only where the thread count cannot
 change a result (``timed``: the compiled step splits its work by outputs; PyTorch's matrix products do
 not always sum in one order across thread counts), and the prompt is always read on the count the load
 allows (:meth:`ThreadChoice.for_prompt`), so on a steady machine a seed draws the same notes.
@@ -34,6 +35,10 @@ CHECK_SECONDS = 0.1  # how often the choice is revisited
 # thread that loses its core even briefly stalls every barrier of the step.
 IDLE_OTHERS = 0.25
 PROBE_SECONDS = 0.5  # how often the thread count not in use is timed again
+# While every core is in use and each probe finds one thread clearly slower, probes come half as often
+# each time, up to this: a probe's steps on one thread cost ~5% of a short batch-8 call (RESULTS).
+MAX_PROBE_SECONDS = 4.0
+CLEARLY_SLOWER = 1.25  # one thread's median step over every core's, for the probes to back off
 PROBE_STEPS = 6  # steps a probe times (after one step that wakes the threads up, not counted)
 # One thread replaces every core only when its steps are clearly faster: single steps vary by ~20%.
 ONE_THREAD_MARGIN = 0.85
@@ -119,6 +124,8 @@ class ThreadChoice:
         self.last_step: float | None = None
         self.warming = True  # the next step wakes this count's threads: not timed
         self.probing = 0  # steps left in a probe of the other count
+        self.probe_seconds = PROBE_SECONDS  # the time between probes, longer while they find nothing
+        self.probe_ended = False  # a probe ran its steps out and its verdict is not taken yet
         self.next_probe = self.last_check + PROBE_SECONDS
         self._apply()
 
@@ -149,6 +156,7 @@ class ThreadChoice:
         self.step_seconds.setdefault(self.threads, collections.deque(maxlen=PROBE_STEPS)).append(now - last)
         if self.probing:
             self.probing -= 1
+            self.probe_ended = self.probing == 0
 
     def _choose(self, now: float) -> None:
         """The allowed count, or one thread where that timed faster; the other is timed now and then."""
@@ -164,10 +172,19 @@ class ThreadChoice:
             self._set(untimed[0] if untimed else next(c for c in candidates if c != self.threads))
             self.step_seconds.pop(self.threads, None)
             self.probing = PROBE_STEPS
-            self.next_probe = now + PROBE_SECONDS
+            self.next_probe = now + self.probe_seconds
             return
         median = {count: statistics.median(self.step_seconds[count]) for count in candidates}
         self._set(1 if median[1] < ONE_THREAD_MARGIN * median[self.allowed] else self.allowed)
+        if self.probe_ended:
+            self.probe_ended = False
+            clearly_slower = (
+                median[1] > CLEARLY_SLOWER * median[self.allowed] and self.threads == self.allowed
+            )
+            self.probe_seconds = (
+                min(2 * self.probe_seconds, MAX_PROBE_SECONDS) if clearly_slower else PROBE_SECONDS
+            )
+            self.next_probe = now + self.probe_seconds
 
     @contextlib.contextmanager
     def for_prompt(self):
