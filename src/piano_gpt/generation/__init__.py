@@ -51,7 +51,7 @@ from piano_gpt.generation.memorisation import (
     find_training_shards,
     load_index,
 )
-from piano_gpt.generation.runner import FastRunner, ModelRunner
+from piano_gpt.generation.runner import FastRunner, GraphRunner, ModelRunner
 from piano_gpt.generation.sampling import Sampler, SamplingConfig
 from piano_gpt.generation.tasks import task_prompt, task_samples
 
@@ -67,6 +67,7 @@ __all__ = [
     "Generation",
     "GenerationConfig",
     "GenerationError",
+    "GraphRunner",
     "MemorisationReport",
     "ModelRunner",
     "NgramIndex",
