@@ -97,16 +97,22 @@ def test_this_process_busy_threads_are_not_counted_as_load():
     assert seen >= 2  # the spinning thread and this one, both ours
 
 
-def test_every_core_only_while_it_times_faster(monkeypatch):
-    """Contention the load cannot show (a virtual machine's host, memory bandwidth): with the machine
-    looking idle, steps on two threads that take longer than on one make the choice one thread, and
-    it comes back to two when two get faster, within a probe."""
-    saved = torch.get_num_threads()
+def idle_two_cores(monkeypatch) -> list[float]:
+    """Two cores and the rest of the machine idle, on a fake clock: ``clock[0]`` is the time."""
     monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
     monkeypatch.setattr(threads_module, "_runnable_others", lambda: 0)
     clock = [100.0]
     monkeypatch.setattr(threads_module.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(threads_module, "_cpu_seconds", lambda: (50.0 + clock[0], clock[0]))  # others idle
+    return clock
+
+
+def test_every_core_only_while_it_times_faster(monkeypatch):
+    """Contention the load cannot show (a virtual machine's host, memory bandwidth): with the machine
+    looking idle, steps on two threads that take longer than on one make the choice one thread, and
+    it comes back to two when two get faster, within a probe."""
+    saved = torch.get_num_threads()
+    clock = idle_two_cores(monkeypatch)
     seconds_a_step = {1: 0.001, 2: 0.003}  # two threads contended: 3x slower
 
     def run(steps: int) -> list[int]:
@@ -149,11 +155,7 @@ def test_probes_back_off_while_one_thread_stays_slower(monkeypatch):
     often each time (up to MAX_PROBE_SECONDS apart); contention that then appears is still found within
     that, and the probes come every PROBE_SECONDS again."""
     saved = torch.get_num_threads()
-    monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
-    monkeypatch.setattr(threads_module, "_runnable_others", lambda: 0)
-    clock = [100.0]
-    monkeypatch.setattr(threads_module.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(threads_module, "_cpu_seconds", lambda: (50.0 + clock[0], clock[0]))  # others idle
+    clock = idle_two_cores(monkeypatch)
     seconds_a_step = {1: 0.003, 2: 0.001}
 
     def run(seconds: float) -> list[tuple[float, int]]:
