@@ -120,13 +120,12 @@ def open_output(destination: str, port_name: str | None, output: Path):
 
 
 def play_command(args: argparse.Namespace) -> int:
-    import torch
-
     from piano_gpt.common import pick_device
     from piano_gpt.generation import ContinuationStream, GenerationConfig
     from piano_gpt.generation.playback import Player
     from piano_gpt.generation.streaming import notes_table
     from piano_gpt.midi import read_notes, write_notes
+    from piano_gpt.pipeline import WEIGHT_DTYPES
     from piano_gpt.train.checkpoint import load_checkpoint
 
     if not Path(args.checkpoint).exists():
@@ -147,7 +146,7 @@ def play_command(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         model, tokenizer, _ = load_checkpoint(args.checkpoint, device=pick_device("auto"))
-        model = model.to(getattr(torch, args.precision))
+        model = model.to(WEIGHT_DTYPES[args.precision])
         if args.precision != "float32":
             print(
                 f"decoding in {args.precision} (--precision float32: the notes `generate` draws for seed {args.seed})",
