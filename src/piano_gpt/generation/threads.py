@@ -14,10 +14,11 @@ memory bandwidth taken by them. So while the load allows every core, the steps t
 (the time between calls of :meth:`ThreadChoice.current`, once a step) and, every ``PROBE_SECONDS``, a
 few steps run on the count not in use: one thread is kept until the next probe where its median step
 is clearly faster (``ONE_THREAD_MARGIN``), every core otherwise. While every core is in use and the
-probes keep finding one thread clearly slower, they come less often (up to ``MAX_PROBE_SECONDS``). Only where the thread count cannot
-change a result (``timed``: the compiled step splits its work by outputs; PyTorch's matrix products do
-not always sum in one order across thread counts), and the prompt is always read on the count the load
-allows (:meth:`ThreadChoice.for_prompt`), so on a steady machine a seed draws the same notes.
+probes keep finding one thread clearly slower, they come less often (up to ``MAX_PROBE_SECONDS``).
+Only where the thread count cannot change a result (``timed``: the compiled step splits its work by
+outputs; PyTorch's matrix products do not always sum in one order across thread counts), and the
+prompt is always read on the count the load allows (:meth:`ThreadChoice.for_prompt`), so on a steady
+machine a seed draws the same notes.
 """
 
 from __future__ import annotations
